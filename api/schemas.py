@@ -1,0 +1,34 @@
+"""Pydantic models at the edge of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    role: str
+    username: str
+
+
+class DeviceIn(BaseModel):
+    patient_id: int = Field(gt=0)
+    serial: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=64)
+    firmware: str | None = Field(default=None, max_length=64)
+
+
+class DeviceCredentialsOut(BaseModel):
+    device_id: str
+    mqtt_username: str
+    mqtt_password: str = Field(description="shown once; the platform keeps no copy")
+    readings_topic: str
+
+
+class ReadingsQuery(BaseModel):
+    since: datetime | None = None
+    until: datetime | None = None
+    bucket: str | None = None

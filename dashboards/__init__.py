@@ -1,0 +1,1 @@
+"""The clinician web interface (static assets served by the API)."""

@@ -1,0 +1,388 @@
+"""The ingest worker: MQTT QoS 1 in, TimescaleDB out, acknowledged only after commit.
+
+A paho network thread queues messages; one writer thread takes them in batches (by size or
+after a few milliseconds), stores every reading of the batch with one COPY and one
+INSERT … ON CONFLICT DO NOTHING, evaluates the new ones, commits, and only then sends the
+PUBACKs. A crash before the commit loses nothing: the broker redelivers, and the unique key on
+(device_id, time) makes the second attempt harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from psycopg.rows import dict_row
+
+from alerting.lifecycle import apply_decisions
+from alerting.rules import Reading, Thresholds, evaluate
+from core.clock import Clock
+from core.logs import event
+from core.settings import Settings
+from devices.broker import parse_mqtt_url
+from devices.contract import (
+    READINGS_SUBSCRIPTION,
+    STATUS_SUBSCRIPTION,
+    ContractError,
+    ReadingPayload,
+    decode_readings,
+    device_id_from_topic,
+)
+from ingest import metrics
+
+log = logging.getLogger("oximon.ingest")
+
+SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue this long while we are away
+DEVICE_CACHE_TTL_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    device_id: str
+    patient_id: int | None
+    active: bool
+    thresholds: Thresholds
+
+
+@dataclass(slots=True)
+class Row:
+    time: datetime
+    device_id: str
+    patient_id: int
+    spo2: int
+    pulse: int
+    pi: float | None
+    quality: str
+    seq: int | None
+    battery: int | None
+    late: bool
+
+
+class IngestWorker:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or Clock.from_settings(settings)
+        self._inbox: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._devices: dict[str, tuple[float, DeviceInfo | None]] = {}
+        self._conn: psycopg.Connection | None = None
+        self._client = self._make_client()
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self.late_after = timedelta(seconds=settings.ingest_late_after_s)
+        self.max_future = timedelta(seconds=settings.ingest_max_future_s)
+
+    # --- MQTT side -------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = parse_mqtt_url(self.settings.mqtt_url)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.settings.mqtt_client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if cfg["username"]:
+            client.username_pw_set(cfg["username"], cfg["password"])
+        if cfg["tls"]:
+            client.tls_set()
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        self._cfg = cfg
+        return client
+
+    def _on_connect(self, client: mqtt.Client, _u: object, flags: object, reason: object,
+                    _p: object) -> None:  # fmt: skip
+        if getattr(reason, "is_failure", False):
+            event(log, "mqtt_connect_refused", logging.ERROR, reason=str(reason))
+            return
+        group = self.settings.mqtt_share_group
+        client.subscribe([
+            (f"$share/{group}/{READINGS_SUBSCRIPTION}", 1),
+            (f"$share/{group}/{STATUS_SUBSCRIPTION}", 1),
+        ])  # fmt: skip
+        event(log, "mqtt_connected", session_present=getattr(flags, "session_present", None))
+
+    def _on_subscribe(self, _c: object, _u: object, _mid: int, reasons: list[object],
+                      _p: object) -> None:  # fmt: skip
+        failed = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+        if failed:
+            event(log, "mqtt_subscribe_refused", logging.ERROR, reasons=",".join(failed))
+        else:
+            event(log, "mqtt_subscribed", group=self.settings.mqtt_share_group)
+
+    def _on_disconnect(self, _c: object, _u: object, _f: object, reason: object, _p: object) -> None:
+        if not self._stop.is_set():
+            event(log, "mqtt_disconnected", logging.WARNING, reason=str(reason))
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        metrics.RECEIVED.inc()
+        self._inbox.put(msg)
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._writer.start()
+        self._client.connect_async(
+            self._cfg["host"], self._cfg["port"], keepalive=30, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, acknowledge it, and disconnect (SIGTERM does this)."""
+        self._stop.set()
+        self._writer.join(timeout=30)
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._conn is not None:
+            self._conn.close()
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # --- writer side -----------------------------------------------------------------------
+
+    def _next_batch(self) -> list[mqtt.MQTTMessage]:
+        try:
+            first = self._inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.settings.ingest_batch_wait_ms / 1000
+        while len(batch) < self.settings.ingest_batch_max:
+            try:
+                batch.append(self._inbox.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._inbox.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_loop(self) -> None:
+        backoff_s = 0.2
+        batch: list[mqtt.MQTTMessage] = []
+        while True:
+            if not batch:
+                if self._stop.is_set() and self._inbox.empty():
+                    return
+                batch = self._next_batch()
+                if not batch:
+                    continue
+            try:
+                self._store(batch)
+            except psycopg.Error as exc:
+                # Database away: keep the batch, acknowledge nothing, retry with backoff. The
+                # broker holds everything else for us meanwhile.
+                metrics.DB_UP.set(0)
+                event(log, "store_failed", logging.WARNING, error=type(exc).__name__,
+                      retry_in_s=round(backoff_s, 1), batch=len(batch))  # fmt: skip
+                self._drop_connection()
+                if self._stop.is_set():
+                    return  # stopping while the database is away: the broker keeps the batch
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+                continue
+            except Exception:
+                # A bug must not stop the worker: log it; the batch stays unacknowledged and the
+                # broker will redeliver it to us (or another worker) after a reconnect.
+                log.exception("store_crashed")
+                self._drop_connection()
+                self._stop.wait(1.0)
+                continue
+            metrics.DB_UP.set(1)
+            backoff_s = 0.2
+            for msg in batch:
+                if msg.qos > 0:
+                    self._client.ack(msg.mid, msg.qos)
+            batch = []
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(self.settings.database_url, row_factory=dict_row,
+                                   application_name="oximon-ingest", connect_timeout=5)  # fmt: skip
+            conn.execute(
+                "CREATE TEMP TABLE incoming (time timestamptz, device_id text, patient_id bigint,"
+                " spo2 smallint, pulse smallint, pi real, quality text, received_at timestamptz,"
+                " seq bigint, battery_pct smallint, late boolean) ON COMMIT DELETE ROWS"
+            )
+            conn.commit()
+            self._conn = conn
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _lookup_devices(self, conn: psycopg.Connection, ids: set[str]) -> dict[str, DeviceInfo | None]:
+        now = time.monotonic()
+        found: dict[str, DeviceInfo | None] = {}
+        missing = []
+        for device_id in ids:
+            cached = self._devices.get(device_id)
+            if cached and now - cached[0] < DEVICE_CACHE_TTL_S:
+                found[device_id] = cached[1]
+            else:
+                missing.append(device_id)
+        if missing:
+            rows = conn.execute(
+                "SELECT d.id, d.patient_id, d.status = 'active' AND p.status = 'active' AS active,"
+                " p.spo2_amber_max_pct, p.spo2_red_max_pct, p.pulse_red_min_bpm, p.pulse_red_max_bpm"
+                " FROM devices d LEFT JOIN patients p ON p.id = d.patient_id WHERE d.id = ANY(%s)",
+                (missing,),
+            ).fetchall()
+            by_id = {r["id"]: r for r in rows}
+            for device_id in missing:
+                r = by_id.get(device_id)
+                info = None
+                if r is not None:
+                    info = DeviceInfo(
+                        device_id, r["patient_id"], bool(r["active"]),
+                        Thresholds(r["spo2_amber_max_pct"] or 94, r["spo2_red_max_pct"] or 92,
+                                   r["pulse_red_min_bpm"] or 40, r["pulse_red_max_bpm"] or 131),
+                    )  # fmt: skip
+                self._devices[device_id] = (now, info)
+                found[device_id] = info
+        return found
+
+    def _store(self, batch: list[mqtt.MQTTMessage]) -> None:
+        started = time.perf_counter()
+        now = self.clock.now()
+        dead: list[tuple[str, bytes, str, str | None]] = []
+        decoded: list[tuple[str, ReadingPayload]] = []
+        presence: dict[str, bool] = {}
+        for msg in batch:
+            topic = msg.topic
+            try:
+                if topic.endswith("/status"):
+                    presence[device_id_from_topic(topic, "status")] = msg.payload.strip() == b"online"
+                    continue
+                device_id = device_id_from_topic(topic)
+                result = decode_readings(msg.payload)
+            except ContractError as exc:
+                dead.append((topic, msg.payload, str(exc), None))
+                continue
+            for raw, reason in result.rejects:
+                dead.append((topic, raw, reason, device_id))
+            decoded.extend((device_id, r) for r in result.readings)
+
+        conn = self._connection()
+        with conn.transaction():
+            devices = self._lookup_devices(conn, {d for d, _ in decoded} | set(presence))
+            rows: list[Row] = []
+            for device_id, r in decoded:
+                info = devices.get(device_id)
+                if info is None or info.patient_id is None:
+                    dead.append((f"oximon/devices/{device_id}/readings", r.model_dump_json().encode(),
+                                 "unknown device (not registered)", device_id))  # fmt: skip
+                    continue
+                if not info.active:
+                    dead.append((f"oximon/devices/{device_id}/readings", r.model_dump_json().encode(),
+                                 "device retired or patient discharged", device_id))  # fmt: skip
+                    continue
+                if r.ts - now > self.max_future:
+                    dead.append((f"oximon/devices/{device_id}/readings", r.model_dump_json().encode(),
+                                 f"timestamp {r.ts.isoformat()} is more than "
+                                 f"{self.settings.ingest_max_future_s} s in the future", device_id))  # fmt: skip
+                    continue
+                rows.append(Row(r.ts, device_id, info.patient_id, r.spo2, r.pulse, r.pi, r.quality,
+                                r.seq, r.battery, now - r.ts > self.late_after))  # fmt: skip
+
+            inserted: list[dict[str, object]] = []
+            if rows:
+                with conn.cursor().copy(
+                    "COPY incoming (time, device_id, patient_id, spo2, pulse, pi, quality,"
+                    " received_at, seq, battery_pct, late) FROM STDIN"
+                ) as copy:
+                    for row in rows:
+                        copy.write_row((row.time, row.device_id, row.patient_id, row.spo2,
+                                        row.pulse, row.pi, row.quality, now, row.seq, row.battery,
+                                        row.late))  # fmt: skip
+                inserted = conn.execute(
+                    "INSERT INTO readings (time, device_id, patient_id, spo2, pulse, pi, quality,"
+                    " source, received_at, seq, battery_pct, late)"
+                    " SELECT time, device_id, patient_id, spo2, pulse, pi, quality,"
+                    " CASE WHEN device_id LIKE 'sms-%%' THEN 'sms' ELSE 'mqtt' END,"
+                    " received_at, seq, battery_pct, late FROM incoming"
+                    " ON CONFLICT (device_id, time) DO NOTHING"
+                    " RETURNING device_id, time"
+                ).fetchall()
+                self._touch_devices(conn, rows, now)
+            if dead:
+                with conn.cursor().copy(
+                    "COPY dead_letters (received_at, topic, payload, reason, device_id) FROM STDIN"
+                ) as copy:
+                    for topic, payload, reason, device_id in dead:
+                        copy.write_row((now, topic, payload, reason, device_id))
+            if presence:
+                conn.execute(
+                    "UPDATE devices d SET online = v.online FROM unnest(%s::text[], %s::bool[])"
+                    " AS v(id, online) WHERE d.id = v.id",
+                    (list(presence), list(presence.values())),
+                )
+            # Evaluate only what is new: a redelivered reading was evaluated when first stored.
+            new_keys = {(r["device_id"], r["time"]) for r in inserted}
+            decisions = []
+            for row in rows:
+                if (row.device_id, row.time) in new_keys:
+                    new_keys.discard((row.device_id, row.time))
+                    info = devices[row.device_id]
+                    assert info is not None
+                    decisions += evaluate(info.thresholds, Reading(
+                        row.patient_id, row.time, row.spo2, row.pulse, row.quality, row.late))  # fmt: skip
+            if decisions:
+                apply_decisions(conn, decisions, now)
+            if inserted:
+                conn.execute("SELECT pg_notify('oximon_readings', %s)", (str(len(inserted)),))
+
+        stored = len(inserted)
+        metrics.STORED.inc(stored)
+        metrics.DUPLICATES.inc(len(rows) - stored)
+        for _, _, reason, _ in dead:
+            metrics.DEAD_LETTERED.labels(reason=reason.split(":")[0][:40]).inc()
+        metrics.BATCH_SIZE.observe(len(rows))
+        metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+        if rows:
+            metrics.LAG_SECONDS.set((now - max(r.time for r in rows)).total_seconds())
+        if dead:
+            event(log, "dead_lettered", logging.WARNING, count=len(dead))
+
+    def _touch_devices(self, conn: psycopg.Connection, rows: list[Row], now: datetime) -> None:
+        latest: dict[str, Row] = {}
+        for row in rows:
+            if row.device_id not in latest or row.time > latest[row.device_id].time:
+                latest[row.device_id] = row
+        conn.execute(
+            "UPDATE devices d SET last_seen_at = v.seen,"
+            " battery_pct = COALESCE(v.battery, d.battery_pct)"
+            " FROM unnest(%s::text[], %s::timestamptz[], %s::smallint[]) AS v(id, seen, battery)"
+            " WHERE d.id = v.id",
+            ([r.device_id for r in latest.values()], [now] * len(latest),
+             [r.battery for r in latest.values()]),
+        )  # fmt: skip

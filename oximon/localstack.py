@@ -1,0 +1,266 @@
+"""Private PostgreSQL (with TimescaleDB) and Mosquitto instances on free loopback ports.
+
+Used by `oximon up` (under `.local/` of the checkout) and by the test suite (under a temporary
+folder). Both programs come from the distribution's packages (scripts/install-system.sh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_VERSIONS = ("17", "16", "15")
+DYNSEC_PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib")
+
+
+class LocalStackError(RuntimeError):
+    """A local service could not be installed, started or reached; the message says which."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def wait_for_port(port: int, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        time.sleep(0.1)
+    raise LocalStackError(f"{what} did not start listening on 127.0.0.1:{port}")
+
+
+def pg_bindir() -> Path:
+    for version in PG_VERSIONS:
+        path = Path(f"/usr/lib/postgresql/{version}/bin")
+        if (path / "postgres").exists():
+            return path
+    raise LocalStackError(
+        "PostgreSQL server binaries not found under /usr/lib/postgresql: run "
+        "scripts/install-system.sh (make demo and make test do)"
+    )
+
+
+def _as_postgres_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its programs as the `postgres` system user."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+def _chown_to_postgres(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("postgres")
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class LocalPostgres:
+    """A private cluster in `root`, listening on 127.0.0.1 only, trust auth for loopback."""
+
+    root: Path
+    port: int = 0
+    user: str = "oximon"
+    database: str = "oximon"
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(  # noqa: S603 - fixed argument lists, no shell
+            _as_postgres_user(cmd), capture_output=True, text=True, check=False, cwd="/"
+        )
+        if result.returncode != 0:
+            raise LocalStackError(
+                f"{Path(cmd[0]).name} failed ({result.returncode}): {result.stderr.strip()}"
+            )
+        return result
+
+    def running_port(self) -> int | None:
+        pidfile = self.datadir / "postmaster.pid"
+        if not pidfile.exists():
+            return None
+        lines = pidfile.read_text().splitlines()
+        try:
+            os.kill(int(lines[0]), 0)
+            return int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def start(self) -> LocalPostgres:
+        bindir = pg_bindir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        _chown_to_postgres(self.root)
+        if not (self.datadir / "PG_VERSION").exists():
+            self._run([
+                str(bindir / "initdb"), "-D", str(self.datadir), "-U", self.user,
+                "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+            ])  # fmt: skip
+            with (self.datadir / "postgresql.conf").open("a") as conf:
+                conf.write(
+                    "\n# oximon private instance\n"
+                    "listen_addresses = '127.0.0.1'\n"
+                    f"unix_socket_directories = '{self.root}'\n"
+                    "shared_preload_libraries = 'timescaledb'\n"
+                    "timescaledb.telemetry_level = off\n"
+                    "max_connections = 200\n"
+                    "shared_buffers = 256MB\n"
+                    "synchronous_commit = on\n"
+                    "fsync = on\n"
+                    "logging_collector = off\n"
+                )
+        existing = self.running_port()
+        if existing:
+            self.port = existing
+        else:
+            self.port = self.port or free_port()
+            self._run([
+                str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "server.log"),
+                "-o", f"-p {self.port}", "-w", "-t", "60", "start",
+            ])  # fmt: skip
+        wait_for_port(self.port, "PostgreSQL")
+        self.create_database(self.database)
+        return self
+
+    def create_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"'.encode())
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running_port() is None:
+            return
+        self._run([str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
+
+
+def dynsec_plugin() -> str:
+    for folder in DYNSEC_PLUGIN_DIRS:
+        path = Path(folder) / "mosquitto_dynamic_security.so"
+        if path.exists():
+            return str(path)
+    raise LocalStackError("mosquitto_dynamic_security.so not found: install the mosquitto package")
+
+
+@dataclass
+class LocalMosquitto:
+    """A private broker in `root`: authentication by the dynamic-security plugin, no anonymous
+    access, persistence on (so a restart keeps queued QoS 1 messages and sessions)."""
+
+    root: Path
+    port: int = 0
+    admin_user: str = "oximon-admin"
+    admin_password: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "mosquitto.conf"
+
+    @property
+    def admin_url(self) -> str:
+        return f"mqtt://{self.admin_user}:{self.admin_password}@127.0.0.1:{self.port}"
+
+    def _state(self) -> dict[str, str]:
+        path = self.root / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def start(self) -> LocalMosquitto:
+        if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+            raise LocalStackError("mosquitto not installed: run scripts/install-system.sh")
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "data").mkdir(exist_ok=True)
+        state = self._state()
+        self.admin_password = state.get("admin_password") or secrets.token_urlsafe(18)
+        dynsec = self.root / "dynamic-security.json"
+        if not dynsec.exists():
+            subprocess.run(  # noqa: S603
+                ["mosquitto_ctrl", "dynsec", "init", str(dynsec), self.admin_user,
+                 self.admin_password],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            (self.root / "state.json").write_text(
+                json.dumps({"admin_password": self.admin_password})
+            )
+            os.chmod(self.root / "state.json", 0o600)
+        self.port = self.port or free_port()
+        self.conf.write_text(self._config(dynsec))
+        self.launch()
+        return self
+
+    def _config(self, dynsec: Path) -> str:
+        lines = [
+            "# oximon private broker (generated)",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"listener {self.port} 127.0.0.1",
+            f"plugin {dynsec_plugin()}",
+            f"plugin_opt_config_file {dynsec}",
+            "persistence true",
+            f"persistence_location {self.root / 'data'}/",
+            "autosave_interval 60",
+            # QoS 1 messages queued for a worker that is down are kept, not dropped.
+            "max_queued_messages 0",
+            "max_inflight_messages 0",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+        ]
+        if os.geteuid() == 0:
+            # Started as root, Mosquitto drops to `mosquitto`; keep root so it can write the
+            # private folder the checkout owns.
+            lines.append("user root")
+        return "\n".join(lines) + "\n"
+
+    def launch(self) -> None:
+        """Start the broker process on the configured port and wait until it listens."""
+        log = (self.root / "mosquitto.log").open("ab")
+        self.process = subprocess.Popen(  # noqa: S603
+            [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.conf)], stdout=log, stderr=log, start_new_session=True
+        )
+        (self.root / "mosquitto.pid").write_text(str(self.process.pid))
+        wait_for_port(self.port, "Mosquitto")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.launch()

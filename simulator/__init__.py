@@ -1,0 +1,1 @@
+"""A fleet of virtual oximeters with plausible physiology, for the demo, tests and load."""

@@ -1,0 +1,185 @@
+"""Real services for the suite: a private PostgreSQL with TimescaleDB and a Mosquitto with
+authentication, started once per test session on free ports. No mocks; a missing service is
+an error that says what is missing, never a skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from api.security import hash_password
+from core.migrate import migrate
+from core.settings import Settings
+from devices.broker import BrokerAdmin
+from oximon.localstack import LocalMosquitto, LocalPostgres
+from tests.helpers import wait_until
+
+SERVICE_USER = "oximon-service"
+SERVICE_PASSWORD = "service-test-password"  # noqa: S105 - a private test broker
+TABLES = "readings, alert_events, notifications, alerts, dead_letters, devices, patients, users"
+
+
+@dataclass
+class Stack:
+    root: Path
+    postgres: LocalPostgres
+    broker: LocalMosquitto
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{SERVICE_USER}:{SERVICE_PASSWORD}@127.0.0.1:{self.broker.port}"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    root = Path(tempfile.mkdtemp(prefix="oximon-test-"))
+    root.chmod(0o755)
+    postgres = LocalPostgres(root / "postgres")
+    broker = LocalMosquitto(root / "mosquitto")
+    try:
+        postgres.start()
+        broker.start()
+        migrate(postgres.url)
+        with BrokerAdmin(broker.admin_url) as admin:
+            admin.ensure_service_account(SERVICE_USER, SERVICE_PASSWORD)
+        yield Stack(root, postgres, broker)
+    finally:
+        broker.stop()
+        postgres.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def db(stack: Stack) -> Iterator[psycopg.Connection]:
+    """A connection to a database with empty tables (each test starts clean)."""
+    with psycopg.connect(stack.database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        yield conn
+
+
+@pytest.fixture
+def settings(stack: Stack, db: psycopg.Connection) -> Settings:
+    # A share group of its own per test: a worker session left from another test never
+    # takes a share of this test's messages.
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        database_url=stack.database_url,
+        mqtt_url=stack.mqtt_url,
+        mqtt_admin_url=stack.broker.admin_url,
+        mqtt_share_group=f"test-{tag}",
+        mqtt_client_id=f"ingest-{tag}",
+        jwt_secret="test-jwt-secret-that-is-long-enough-0123456789",  # noqa: S106
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OXIMON_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"OXIMON_{name.upper()}"] = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return env
+
+
+class Service:
+    """An oximon service run as a real subprocess (`python -m oximon.cli …`)."""
+
+    def __init__(self, args: list[str], settings: Settings, log_path: Path) -> None:
+        self.args = args
+        self.settings = settings
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: str | None = None, timeout_s: float = 20) -> Service:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "oximon.cli", *self.args],
+            env=settings_env(self.settings), stdout=log, stderr=log,
+        )  # fmt: skip
+        if ready:
+            offset = 0
+            wait_until(lambda: ready in self.log()[offset:] or self._died(), timeout_s,
+                       f"{self.args[0]} to log {ready!r}")  # fmt: skip
+            if self._died():
+                raise AssertionError(f"{self.args[0]} exited:\n{self.log()}")
+        return self
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def service_factory(settings: Settings, tmp_path: Path) -> Iterator:
+    started: list[Service] = []
+
+    def make(*args: str, ready: str | None = None) -> Service:
+        svc = Service(list(args), settings, tmp_path / f"{args[0]}-{len(started)}.log")
+        started.append(svc)
+        return svc.start(ready=ready)
+
+    yield make
+    for svc in started:
+        svc.stop()
+
+
+@pytest.fixture
+def ingest(service_factory) -> Service:  # noqa: ANN001
+    return service_factory("ingest", ready="event=mqtt_subscribed")
+
+
+@pytest.fixture
+def care_team(db: psycopg.Connection) -> dict[str, dict[str, object]]:
+    """An admin, a nurse and an on-call doctor, with their passwords."""
+    team = {
+        "admin": ("admin", None, False),
+        "nurse": ("nurse", "+4799000001", False),
+        "doctor": ("doctor", "+4799000009", True),
+    }
+    out: dict[str, dict[str, object]] = {}
+    for username, (role, phone, on_call) in team.items():
+        password = f"{username}-password"
+        row = db.execute(
+            "INSERT INTO users (username, full_name, role, password_hash, phone, on_call)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (username, f"Test {username}", role, hash_password(password), phone, on_call),
+        ).fetchone()
+        out[username] = {"id": row["id"], "username": username, "password": password}
+    return out
+
+
+@pytest.fixture
+def patient(db: psycopg.Connection) -> int:
+    row = db.execute(
+        "INSERT INTO patients (display_name, phone) VALUES ('Synthetic Test Patient', '+4791000001')"
+        " RETURNING id"
+    ).fetchone()
+    return int(row["id"])
