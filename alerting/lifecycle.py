@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -56,7 +57,9 @@ RETURNING id, severity, (xmax = 0) AS inserted
 """
 
 
-def apply_decisions(conn: psycopg.Connection, decisions: list[Decision], now: datetime) -> list[Applied]:
+def apply_decisions(
+    conn: psycopg.Connection[Any], decisions: list[Decision], now: datetime
+) -> list[Applied]:
     """Open or update one alert per (patient, kind); write events and notifications."""
     applied: list[Applied] = []
     counts: dict[tuple[int, str], int] = {}
@@ -64,31 +67,48 @@ def apply_decisions(conn: psycopg.Connection, decisions: list[Decision], now: da
         counts[(d.patient_id, d.kind)] = counts.get((d.patient_id, d.kind), 0) + 1
     for d in sorted(worst(decisions), key=lambda d: (d.patient_id, d.kind)):
         before = conn.execute(
-            "SELECT severity FROM alerts WHERE patient_id = %s AND kind = %s AND status <> 'resolved'"
+            "SELECT severity FROM alerts"
+            " WHERE patient_id = %s AND kind = %s AND status <> 'resolved'"
             " FOR UPDATE",
             (d.patient_id, d.kind),
         ).fetchone()
-        row = conn.execute(_UPSERT, {
-            "patient_id": d.patient_id, "kind": d.kind, "severity": d.severity, "now": now,
-            "reason": d.reason, "value": d.value, "count": counts[(d.patient_id, d.kind)],
-            "at": d.at,
-        }).fetchone()  # fmt: skip
+        row = conn.execute(
+            _UPSERT,
+            {
+                "patient_id": d.patient_id,
+                "kind": d.kind,
+                "severity": d.severity,
+                "now": now,
+                "reason": d.reason,
+                "value": d.value,
+                "count": counts[(d.patient_id, d.kind)],
+                "at": d.at,
+            },
+        ).fetchone()
         assert row is not None
-        alert_id, severity, inserted = _col(row, "id", 0), _col(row, "severity", 1), _col(row, "inserted", 2)
+        alert_id, severity, inserted = (
+            _col(row, "id", 0),
+            _col(row, "severity", 1),
+            _col(row, "inserted", 2),
+        )
         upgraded = bool(before) and _col(before, "severity", 0) == "amber" and severity == "red"
         if inserted or upgraded:
             conn.execute(
                 "INSERT INTO alert_events (alert_id, at, action, detail) VALUES (%s, %s, %s, %s)",
-                (alert_id, now, "opened" if inserted else "upgraded",
-                 Jsonb({"severity": severity, "value": d.value, "reason": d.reason})),
+                (
+                    alert_id,
+                    now,
+                    "opened" if inserted else "upgraded",
+                    Jsonb({"severity": severity, "value": d.value, "reason": d.reason}),
+                ),
             )
             notify_alert(conn, alert_id, d, severity, now)
         applied.append(Applied(alert_id, d.patient_id, d.kind, severity, bool(inserted), upgraded))
     return applied
 
 
-def _col(row: object, name: str, index: int) -> object:
-    return row[name] if isinstance(row, dict) else row[index]  # type: ignore[index]
+def _col(row: Any, name: str, index: int) -> Any:
+    return row[name] if isinstance(row, dict) else row[index]
 
 
 def sms_body(alert_id: int, patient_id: int, severity: str, reason: str) -> str:
@@ -97,7 +117,7 @@ def sms_body(alert_id: int, patient_id: int, severity: str, reason: str) -> str:
 
 
 def notify_alert(
-    conn: psycopg.Connection, alert_id: int, d: Decision, severity: str, now: datetime
+    conn: psycopg.Connection[Any], alert_id: int, d: Decision, severity: str, now: datetime
 ) -> None:
     """Red: SMS to the on-call doctor(s). Every alert: a web notification for the dashboard."""
     conn.execute(
@@ -116,10 +136,12 @@ def notify_alert(
     )
 
 
-def acknowledge(conn: psycopg.Connection, alert_id: int, user_id: int, now: datetime) -> None:
+def acknowledge(conn: psycopg.Connection[Any], alert_id: int, user_id: int, now: datetime) -> None:
     """Someone has taken the alert: recorded with who and when."""
     with conn.transaction():
-        row = conn.execute("SELECT status FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
+        row = conn.execute(
+            "SELECT status FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)
+        ).fetchone()
         if row is None:
             raise AlertNotFoundError(alert_id)
         status = _col(row, "status", 0)
@@ -133,6 +155,7 @@ def acknowledge(conn: psycopg.Connection, alert_id: int, user_id: int, now: date
             (now, user_id, now, alert_id),
         )
         conn.execute(
-            "INSERT INTO alert_events (alert_id, at, user_id, action) VALUES (%s, %s, %s, 'acknowledged')",
+            "INSERT INTO alert_events (alert_id, at, user_id, action)"
+            " VALUES (%s, %s, %s, 'acknowledged')",
             (alert_id, now, user_id),
         )

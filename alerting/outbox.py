@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from core.clock import Clock
@@ -30,17 +31,22 @@ ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED
 MAX_ATTEMPTS = 5
 
 
-def process_outbox_once(pool: ConnectionPool, clock: Clock, sender: Sender | None, limit: int = 50) -> int:
+def process_outbox_once(
+    pool: ConnectionPool, clock: Clock, sender: Sender | None, limit: int = 50
+) -> int:
     """Handle up to `limit` due messages; return how many were handled."""
     handled = 0
     with pool.connection() as conn, conn.transaction():
         now = clock.now()
-        for row in conn.execute(_CLAIM, (now, limit)).fetchall():
+        claimed = conn.cursor(row_factory=dict_row).execute(_CLAIM, (now, limit)).fetchall()
+        for row in claimed:
             handled += 1
             if sender is None:
                 # The demo's SMS log: the message is kept in the outbox and shown on the dashboard.
-                conn.execute("UPDATE notifications SET state = 'logged', sent_at = %s WHERE id = %s",
-                             (now, row["id"]))
+                conn.execute(
+                    "UPDATE notifications SET state = 'logged', sent_at = %s WHERE id = %s",
+                    (now, row["id"]),
+                )
                 event(log, "sms_logged", notification_id=row["id"])
                 continue
             try:
@@ -51,11 +57,22 @@ def process_outbox_once(pool: ConnectionPool, clock: Clock, sender: Sender | Non
                 conn.execute(
                     "UPDATE notifications SET attempts = %s, state = %s, last_error = %s,"
                     " next_attempt_at = %s WHERE id = %s",
-                    (attempts, state, type(exc).__name__, now + timedelta(seconds=2**attempts),
-                     row["id"]),
-                )  # fmt: skip
-                event(log, "sms_failed", logging.WARNING, notification_id=row["id"],
-                      attempts=attempts, error=type(exc).__name__)  # fmt: skip
+                    (
+                        attempts,
+                        state,
+                        type(exc).__name__,
+                        now + timedelta(seconds=2**attempts),
+                        row["id"],
+                    ),
+                )
+                event(
+                    log,
+                    "sms_failed",
+                    logging.WARNING,
+                    notification_id=row["id"],
+                    attempts=attempts,
+                    error=type(exc).__name__,
+                )
                 continue
             conn.execute(
                 "UPDATE notifications SET state = 'sent', attempts = attempts + 1, sent_at = %s,"
@@ -78,8 +95,13 @@ def twilio_sender(account_sid: str, auth_token: str, from_number: str) -> Sender
     return send
 
 
-def run_outbox(pool: ConnectionPool, clock: Clock, sender: Sender | None, stop: threading.Event,
-               poll_s: float = 0.5) -> None:  # fmt: skip
+def run_outbox(
+    pool: ConnectionPool,
+    clock: Clock,
+    sender: Sender | None,
+    stop: threading.Event,
+    poll_s: float = 0.5,
+) -> None:
     while not stop.is_set():
         try:
             handled = process_outbox_once(pool, clock, sender)

@@ -57,21 +57,53 @@ def evaluate(thresholds: Thresholds, reading: Reading) -> list[Decision]:
     out: list[Decision] = []
     spo2 = reading.spo2_pct
     if spo2 <= thresholds.spo2_red_max_pct:
-        out.append(Decision(reading.patient_id, "spo2_low", "red", spo2, reading.time,
-                            f"SpO2 {spo2}% is at or below the red threshold "
-                            f"({thresholds.spo2_red_max_pct}%): urgent assessment"))  # fmt: skip
+        out.append(
+            Decision(
+                reading.patient_id,
+                "spo2_low",
+                "red",
+                spo2,
+                reading.time,
+                f"SpO2 {spo2}% is at or below the red threshold "
+                f"({thresholds.spo2_red_max_pct}%): urgent assessment",
+            )
+        )
     elif spo2 <= thresholds.spo2_amber_max_pct:
-        out.append(Decision(reading.patient_id, "spo2_low", "amber", spo2, reading.time,
-                            f"SpO2 {spo2}% is in the amber band "
-                            f"({thresholds.spo2_red_max_pct + 1}–{thresholds.spo2_amber_max_pct}%)"
-                            ": clinical review"))  # fmt: skip
+        out.append(
+            Decision(
+                reading.patient_id,
+                "spo2_low",
+                "amber",
+                spo2,
+                reading.time,
+                f"SpO2 {spo2}% is in the amber band "
+                f"({thresholds.spo2_red_max_pct + 1}–{thresholds.spo2_amber_max_pct}%)"
+                ": clinical review",
+            )
+        )
     pulse = reading.pulse_bpm
     if pulse >= thresholds.pulse_red_max_bpm:
-        out.append(Decision(reading.patient_id, "pulse_high", "red", pulse, reading.time,
-                            f"Pulse {pulse}/min is at or above {thresholds.pulse_red_max_bpm}/min"))
+        out.append(
+            Decision(
+                reading.patient_id,
+                "pulse_high",
+                "red",
+                pulse,
+                reading.time,
+                f"Pulse {pulse}/min is at or above {thresholds.pulse_red_max_bpm}/min",
+            )
+        )
     elif pulse <= thresholds.pulse_red_min_bpm:
-        out.append(Decision(reading.patient_id, "pulse_low", "red", pulse, reading.time,
-                            f"Pulse {pulse}/min is at or below {thresholds.pulse_red_min_bpm}/min"))
+        out.append(
+            Decision(
+                reading.patient_id,
+                "pulse_low",
+                "red",
+                pulse,
+                reading.time,
+                f"Pulse {pulse}/min is at or below {thresholds.pulse_red_min_bpm}/min",
+            )
+        )
     return out
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg.rows import DictRow
 from psycopg_pool import ConnectionPool
 
 from alerting.lifecycle import AlertNotFoundError, AlertStateError, acknowledge
@@ -37,7 +38,7 @@ def _conn(request: Request) -> Any:
         yield conn
 
 
-Conn = Annotated[psycopg.Connection, Depends(_conn)]
+Conn = Annotated[psycopg.Connection[DictRow], Depends(_conn)]
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
@@ -89,8 +90,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             (form.username,),
         ).fetchone()
         if row is None or not verify_password(row["password_hash"], form.password):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "wrong username or password",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         user = CurrentUser(row["id"], row["username"], row["role"])
         token = issue_token(settings.jwt_secret.get_secret_value(), user, settings.token_ttl_s)
         return Token(access_token=token, role=user.role, username=user.username)
@@ -101,11 +105,14 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     @app.get("/api/v1/patients", tags=["patients"])
     def list_patients(
-        user: Clinician, conn: Conn,
-        patient_status: Annotated[Literal["active", "discharged"], Query(alias="status")] = "active",
+        user: Clinician,
+        conn: Conn,
+        patient_status: Annotated[
+            Literal["active", "discharged"], Query(alias="status")
+        ] = "active",
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
         offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+    ) -> list[dict[str, Any]]:
         """Patients with their latest reading and most urgent unresolved alert, red first."""
         return conn.execute(
             queries.PATIENT_LIST, {"status": patient_status, "limit": limit, "offset": offset}
@@ -120,11 +127,14 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     @app.get("/api/v1/patients/{patient_id}/readings", tags=["readings"])
     def patient_readings(
-        patient_id: int, user: Clinician, conn: Conn,
-        since: datetime | None = None, until: datetime | None = None,
+        patient_id: int,
+        user: Clinician,
+        conn: Conn,
+        since: datetime | None = None,
+        until: datetime | None = None,
         bucket: Annotated[str | None, Query(description="e.g. 5m, 1h, 1d")] = None,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """Raw readings in [since, until), or min/mean/max per time bucket."""
         if conn.execute("SELECT 1 FROM patients WHERE id = %s", (patient_id,)).fetchone() is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no patient with id {patient_id}")
@@ -136,28 +146,39 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         since = since or until - timedelta(hours=24)
         if since >= until:
             raise HTTPException(422, "since: must be before until")
-        params: dict[str, Any] = {"patient_id": patient_id, "since": since, "until": until,
-                                  "limit": limit}  # fmt: skip
+        params: dict[str, Any] = {
+            "patient_id": patient_id,
+            "since": since,
+            "until": until,
+            "limit": limit,
+        }
         if bucket is None:
-            return {"patient_id": patient_id, "bucket": None,
-                    "readings": conn.execute(queries.READINGS_RAW, params).fetchall()}  # fmt: skip
+            return {
+                "patient_id": patient_id,
+                "bucket": None,
+                "readings": conn.execute(queries.READINGS_RAW, params).fetchall(),
+            }
         match = _BUCKET_RE.match(bucket.strip())
         if not match or int(match.group(1)) == 0:
             raise HTTPException(422, "bucket: must look like 30s, 5m, 1h or 1d")
         params["bucket"] = timedelta(**{_BUCKET_UNITS[match.group(2)]: int(match.group(1))})
-        return {"patient_id": patient_id, "bucket": bucket,
-                "readings": conn.execute(queries.READINGS_BUCKETED, params).fetchall()}  # fmt: skip
+        return {
+            "patient_id": patient_id,
+            "bucket": bucket,
+            "readings": conn.execute(queries.READINGS_BUCKETED, params).fetchall(),
+        }
 
     @app.get("/api/v1/alerts", tags=["alerts"])
     def list_alerts(
-        user: Clinician, conn: Conn,
+        user: Clinician,
+        conn: Conn,
         alert_status: Annotated[
             Literal["open", "acknowledged", "escalated", "resolved", "unresolved"] | None,
             Query(alias="status", description="unresolved = anything not yet resolved"),
         ] = None,
         patient_id: int | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+    ) -> list[dict[str, Any]]:
         return conn.execute(
             queries.ALERTS, {"status": alert_status, "patient_id": patient_id, "limit": limit}
         ).fetchall()
@@ -183,9 +204,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     @app.get("/api/v1/notifications", tags=["messaging"])
     def list_notifications(
-        user: Clinician, conn: Conn, channel: Literal["sms", "web"] | None = None,
+        user: Clinician,
+        conn: Conn,
+        channel: Literal["sms", "web"] | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+    ) -> list[dict[str, Any]]:
         """The outbox: every message sent or logged (the demo's SMS log)."""
         return conn.execute(queries.NOTIFICATIONS, {"channel": channel, "limit": limit}).fetchall()
 
@@ -195,20 +218,32 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     ) -> list[dict[str, Any]]:
         return conn.execute(queries.DEAD_LETTERS, {"limit": limit}).fetchall()
 
-    @app.post("/api/v1/devices", tags=["devices"], status_code=201,
-              response_model=DeviceCredentialsOut)  # fmt: skip
+    @app.post(
+        "/api/v1/devices", tags=["devices"], status_code=201, response_model=DeviceCredentialsOut
+    )
     def add_device(body: DeviceIn, user: Admin, conn: Conn) -> DeviceCredentialsOut:
         """Register an oximeter for a patient; its broker password is returned this once."""
         if not settings.mqtt_admin_url:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                "device provisioning needs OXIMON_MQTT_ADMIN_URL")  # fmt: skip
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "device provisioning needs OXIMON_MQTT_ADMIN_URL",
+            )
         try:
-            creds = register_device(conn, settings.mqtt_admin_url, body.patient_id,
-                                    serial=body.serial, model=body.model, firmware=body.firmware)  # fmt: skip
+            creds = register_device(
+                conn,
+                settings.mqtt_admin_url,
+                body.patient_id,
+                serial=body.serial,
+                model=body.model,
+                firmware=body.firmware,
+            )
         except UnknownPatientError as exc:
             raise HTTPException(422, f"patient_id: {exc}") from exc
-        return DeviceCredentialsOut(device_id=creds.device_id, mqtt_username=creds.username,
-                                    mqtt_password=creds.password,
-                                    readings_topic=readings_topic(creds.device_id))  # fmt: skip
+        return DeviceCredentialsOut(
+            device_id=creds.device_id,
+            mqtt_username=creds.username,
+            mqtt_password=creds.password,
+            readings_topic=readings_topic(creds.device_id),
+        )
 
     return app

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 class Token(BaseModel):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     role: str
     username: str
 

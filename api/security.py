@@ -38,8 +38,13 @@ class CurrentUser:
 def issue_token(secret: str, user: CurrentUser, ttl_s: int) -> str:
     # Token lifetimes are wall-clock security facts, not platform (simulated) time.
     now = datetime.now(UTC)
-    claims = {"sub": str(user.id), "name": user.username, "role": user.role,
-              "iat": now, "exp": now + timedelta(seconds=ttl_s)}  # fmt: skip
+    claims = {
+        "sub": str(user.id),
+        "name": user.username,
+        "role": user.role,
+        "iat": now,
+        "exp": now + timedelta(seconds=ttl_s),
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -50,9 +55,10 @@ def current_user(request: Request, token: Annotated[str, Depends(oauth2_scheme)]
         return CurrentUser(int(claims["sub"]), str(claims["name"]), str(claims["role"]))
     except (jwt.PyJWTError, KeyError, ValueError) as exc:
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "invalid or expired token",
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid or expired token",
             headers={"WWW-Authenticate": "Bearer"},
-        ) from exc  # fmt: skip
+        ) from exc
 
 
 def require(*roles: str):  # noqa: ANN201 - a FastAPI dependency factory

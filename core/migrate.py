@@ -13,7 +13,7 @@ _LOCK_KEY = 0x0C5_1305
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every file in core/migrations, sorted by name."""
     folder = resources.files("core") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
 
 

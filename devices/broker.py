@@ -106,31 +106,50 @@ class BrokerAdmin:
             ok_errors=("Role already exists",),
         )
         self.execute(
-            [{"command": "createClient", "username": username, "password": password,
-              "roles": [{"rolename": SERVICE_ROLE}]}],
+            [
+                {
+                    "command": "createClient",
+                    "username": username,
+                    "password": password,
+                    "roles": [{"rolename": SERVICE_ROLE}],
+                }
+            ],
             ok_errors=("Client already exists",),
-        )  # fmt: skip
+        )
         self.execute([{"command": "setClientPassword", "username": username, "password": password}])
 
     def create_device(self, device_id: str, password: str) -> None:
         role = device_role(device_id)
         acls = [
-            {"acltype": "publishClientSend", "topic": f"oximon/devices/{device_id}/#",
-             "allow": True},
-        ]  # fmt: skip
-        self.execute([
-            {"command": "createRole", "rolename": role, "acls": acls},
-            {"command": "createClient", "username": device_id, "password": password,
-             "roles": [{"rolename": role}]},
-        ])  # fmt: skip
+            {
+                "acltype": "publishClientSend",
+                "topic": f"oximon/devices/{device_id}/#",
+                "allow": True,
+            },
+        ]
+        self.execute(
+            [
+                {"command": "createRole", "rolename": role, "acls": acls},
+                {
+                    "command": "createClient",
+                    "username": device_id,
+                    "password": password,
+                    "roles": [{"rolename": role}],
+                },
+            ]
+        )
 
     def set_device_password(self, device_id: str, password: str) -> None:
-        self.execute([{"command": "setClientPassword", "username": device_id, "password": password}])
+        self.execute(
+            [{"command": "setClientPassword", "username": device_id, "password": password}]
+        )
 
     def revoke_device(self, device_id: str) -> None:
         """Delete the client (its open connection is dropped) and its role."""
         self.execute(
-            [{"command": "deleteClient", "username": device_id},
-             {"command": "deleteRole", "rolename": device_role(device_id)}],
+            [
+                {"command": "deleteClient", "username": device_id},
+                {"command": "deleteRole", "rolename": device_role(device_id)},
+            ],
             ok_errors=("Client not found", "Role not found"),
-        )  # fmt: skip
+        )

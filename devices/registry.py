@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -26,7 +27,7 @@ def new_device_id() -> str:
 
 
 def register_device(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[Any],
     admin_url: str,
     patient_id: int,
     *,
@@ -45,7 +46,8 @@ def register_device(
         if not found:
             raise UnknownPatientError(f"no active patient with id {patient_id}")
         conn.execute(
-            "INSERT INTO devices (id, patient_id, serial, model, firmware) VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO devices (id, patient_id, serial, model, firmware)"
+            " VALUES (%s, %s, %s, %s, %s)",
             (device_id, patient_id, serial, model, firmware),
         )
         password = new_password()

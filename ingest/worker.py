@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -73,7 +74,7 @@ class IngestWorker:
         self._inbox: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._devices: dict[str, tuple[float, DeviceInfo | None]] = {}
-        self._conn: psycopg.Connection | None = None
+        self._conn: psycopg.Connection[Any] | None = None
         self._client = self._make_client()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.late_after = timedelta(seconds=settings.ingest_late_after_s)
@@ -101,27 +102,31 @@ class IngestWorker:
         self._cfg = cfg
         return client
 
-    def _on_connect(self, client: mqtt.Client, _u: object, flags: object, reason: object,
-                    _p: object) -> None:  # fmt: skip
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, flags: object, reason: object, _p: object
+    ) -> None:
         if getattr(reason, "is_failure", False):
             event(log, "mqtt_connect_refused", logging.ERROR, reason=str(reason))
             return
         group = self.settings.mqtt_share_group
-        client.subscribe([
-            (f"$share/{group}/{READINGS_SUBSCRIPTION}", 1),
-            (f"$share/{group}/{STATUS_SUBSCRIPTION}", 1),
-        ])  # fmt: skip
+        client.subscribe(
+            [
+                (f"$share/{group}/{READINGS_SUBSCRIPTION}", 1),
+                (f"$share/{group}/{STATUS_SUBSCRIPTION}", 1),
+            ]
+        )
         event(log, "mqtt_connected", session_present=getattr(flags, "session_present", None))
 
-    def _on_subscribe(self, _c: object, _u: object, _mid: int, reasons: list[object],
-                      _p: object) -> None:  # fmt: skip
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
         failed = [str(r) for r in reasons if getattr(r, "is_failure", False)]
         if failed:
             event(log, "mqtt_subscribe_refused", logging.ERROR, reasons=",".join(failed))
         else:
             event(log, "mqtt_subscribed", group=self.settings.mqtt_share_group)
 
-    def _on_disconnect(self, _c: object, _u: object, _f: object, reason: object, _p: object) -> None:
+    def _on_disconnect(
+        self, _c: object, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
         if not self._stop.is_set():
             event(log, "mqtt_disconnected", logging.WARNING, reason=str(reason))
 
@@ -198,8 +203,14 @@ class IngestWorker:
                 # Database away: keep the batch, acknowledge nothing, retry with backoff. The
                 # broker holds everything else for us meanwhile.
                 metrics.DB_UP.set(0)
-                event(log, "store_failed", logging.WARNING, error=type(exc).__name__,
-                      retry_in_s=round(backoff_s, 1), batch=len(batch))  # fmt: skip
+                event(
+                    log,
+                    "store_failed",
+                    logging.WARNING,
+                    error=type(exc).__name__,
+                    retry_in_s=round(backoff_s, 1),
+                    batch=len(batch),
+                )
                 self._drop_connection()
                 if self._stop.is_set():
                     return  # stopping while the database is away: the broker keeps the batch
@@ -220,10 +231,14 @@ class IngestWorker:
                     self._client.ack(msg.mid, msg.qos)
             batch = []
 
-    def _connection(self) -> psycopg.Connection:
+    def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(self.settings.database_url, row_factory=dict_row,
-                                   application_name="oximon-ingest", connect_timeout=5)  # fmt: skip
+            conn = psycopg.connect(
+                self.settings.database_url,
+                row_factory=dict_row,
+                application_name="oximon-ingest",
+                connect_timeout=5,
+            )
             conn.execute(
                 "CREATE TEMP TABLE incoming (time timestamptz, device_id text, patient_id bigint,"
                 " spo2 smallint, pulse smallint, pi real, quality text, received_at timestamptz,"
@@ -240,7 +255,9 @@ class IngestWorker:
             finally:
                 self._conn = None
 
-    def _lookup_devices(self, conn: psycopg.Connection, ids: set[str]) -> dict[str, DeviceInfo | None]:
+    def _lookup_devices(
+        self, conn: psycopg.Connection[Any], ids: set[str]
+    ) -> dict[str, DeviceInfo | None]:
         now = time.monotonic()
         found: dict[str, DeviceInfo | None] = {}
         missing = []
@@ -253,7 +270,8 @@ class IngestWorker:
         if missing:
             rows = conn.execute(
                 "SELECT d.id, d.patient_id, d.status = 'active' AND p.status = 'active' AS active,"
-                " p.spo2_amber_max_pct, p.spo2_red_max_pct, p.pulse_red_min_bpm, p.pulse_red_max_bpm"
+                " p.spo2_amber_max_pct, p.spo2_red_max_pct,"
+                " p.pulse_red_min_bpm, p.pulse_red_max_bpm"
                 " FROM devices d LEFT JOIN patients p ON p.id = d.patient_id WHERE d.id = ANY(%s)",
                 (missing,),
             ).fetchall()
@@ -263,10 +281,16 @@ class IngestWorker:
                 info = None
                 if r is not None:
                     info = DeviceInfo(
-                        device_id, r["patient_id"], bool(r["active"]),
-                        Thresholds(r["spo2_amber_max_pct"] or 94, r["spo2_red_max_pct"] or 92,
-                                   r["pulse_red_min_bpm"] or 40, r["pulse_red_max_bpm"] or 131),
-                    )  # fmt: skip
+                        device_id,
+                        r["patient_id"],
+                        bool(r["active"]),
+                        Thresholds(
+                            r["spo2_amber_max_pct"] or 94,
+                            r["spo2_red_max_pct"] or 92,
+                            r["pulse_red_min_bpm"] or 40,
+                            r["pulse_red_max_bpm"] or 131,
+                        ),
+                    )
                 self._devices[device_id] = (now, info)
                 found[device_id] = info
         return found
@@ -281,12 +305,14 @@ class IngestWorker:
             topic = msg.topic
             try:
                 if topic.endswith("/status"):
-                    presence[device_id_from_topic(topic, "status")] = msg.payload.strip() == b"online"
+                    presence[device_id_from_topic(topic, "status")] = (
+                        msg.payload.strip() == b"online"
+                    )
                     continue
                 device_id = device_id_from_topic(topic)
-                result = decode_readings(msg.payload)
+                result = decode_readings(bytes(msg.payload))
             except ContractError as exc:
-                dead.append((topic, msg.payload, str(exc), None))
+                dead.append((topic, bytes(msg.payload), str(exc), None))
                 continue
             for raw, reason in result.rejects:
                 dead.append((topic, raw, reason, device_id))
@@ -299,20 +325,50 @@ class IngestWorker:
             for device_id, r in decoded:
                 info = devices.get(device_id)
                 if info is None or info.patient_id is None:
-                    dead.append((f"oximon/devices/{device_id}/readings", r.model_dump_json().encode(),
-                                 "unknown device (not registered)", device_id))  # fmt: skip
+                    dead.append(
+                        (
+                            f"oximon/devices/{device_id}/readings",
+                            r.model_dump_json().encode(),
+                            "unknown device (not registered)",
+                            device_id,
+                        )
+                    )
                     continue
                 if not info.active:
-                    dead.append((f"oximon/devices/{device_id}/readings", r.model_dump_json().encode(),
-                                 "device retired or patient discharged", device_id))  # fmt: skip
+                    dead.append(
+                        (
+                            f"oximon/devices/{device_id}/readings",
+                            r.model_dump_json().encode(),
+                            "device retired or patient discharged",
+                            device_id,
+                        )
+                    )
                     continue
                 if r.ts - now > self.max_future:
-                    dead.append((f"oximon/devices/{device_id}/readings", r.model_dump_json().encode(),
-                                 f"timestamp {r.ts.isoformat()} is more than "
-                                 f"{self.settings.ingest_max_future_s} s in the future", device_id))  # fmt: skip
+                    dead.append(
+                        (
+                            f"oximon/devices/{device_id}/readings",
+                            r.model_dump_json().encode(),
+                            f"timestamp {r.ts.isoformat()} is more than "
+                            f"{self.settings.ingest_max_future_s} s in the future",
+                            device_id,
+                        )
+                    )
                     continue
-                rows.append(Row(r.ts, device_id, info.patient_id, r.spo2, r.pulse, r.pi, r.quality,
-                                r.seq, r.battery, now - r.ts > self.late_after))  # fmt: skip
+                rows.append(
+                    Row(
+                        r.ts,
+                        device_id,
+                        info.patient_id,
+                        r.spo2,
+                        r.pulse,
+                        r.pi,
+                        r.quality,
+                        r.seq,
+                        r.battery,
+                        now - r.ts > self.late_after,
+                    )
+                )
 
             inserted: list[dict[str, object]] = []
             if rows:
@@ -321,9 +377,21 @@ class IngestWorker:
                     " received_at, seq, battery_pct, late) FROM STDIN"
                 ) as copy:
                     for row in rows:
-                        copy.write_row((row.time, row.device_id, row.patient_id, row.spo2,
-                                        row.pulse, row.pi, row.quality, now, row.seq, row.battery,
-                                        row.late))  # fmt: skip
+                        copy.write_row(
+                            (
+                                row.time,
+                                row.device_id,
+                                row.patient_id,
+                                row.spo2,
+                                row.pulse,
+                                row.pi,
+                                row.quality,
+                                now,
+                                row.seq,
+                                row.battery,
+                                row.late,
+                            )
+                        )
                 inserted = conn.execute(
                     "INSERT INTO readings (time, device_id, patient_id, spo2, pulse, pi, quality,"
                     " source, received_at, seq, battery_pct, late)"
@@ -338,8 +406,8 @@ class IngestWorker:
                 with conn.cursor().copy(
                     "COPY dead_letters (received_at, topic, payload, reason, device_id) FROM STDIN"
                 ) as copy:
-                    for topic, payload, reason, device_id in dead:
-                        copy.write_row((now, topic, payload, reason, device_id))
+                    for dead_topic, payload, reason, dead_device in dead:
+                        copy.write_row((now, dead_topic, payload, reason, dead_device))
             if presence:
                 conn.execute(
                     "UPDATE devices d SET online = v.online FROM unnest(%s::text[], %s::bool[])"
@@ -354,8 +422,12 @@ class IngestWorker:
                     new_keys.discard((row.device_id, row.time))
                     info = devices[row.device_id]
                     assert info is not None
-                    decisions += evaluate(info.thresholds, Reading(
-                        row.patient_id, row.time, row.spo2, row.pulse, row.quality, row.late))  # fmt: skip
+                    decisions += evaluate(
+                        info.thresholds,
+                        Reading(
+                            row.patient_id, row.time, row.spo2, row.pulse, row.quality, row.late
+                        ),
+                    )
             if decisions:
                 apply_decisions(conn, decisions, now)
             if inserted:
@@ -373,7 +445,7 @@ class IngestWorker:
         if dead:
             event(log, "dead_lettered", logging.WARNING, count=len(dead))
 
-    def _touch_devices(self, conn: psycopg.Connection, rows: list[Row], now: datetime) -> None:
+    def _touch_devices(self, conn: psycopg.Connection[Any], rows: list[Row], now: datetime) -> None:
         latest: dict[str, Row] = {}
         for row in rows:
             if row.device_id not in latest or row.time > latest[row.device_id].time:
@@ -383,6 +455,9 @@ class IngestWorker:
             " battery_pct = COALESCE(v.battery, d.battery_pct)"
             " FROM unnest(%s::text[], %s::timestamptz[], %s::smallint[]) AS v(id, seen, battery)"
             " WHERE d.id = v.id",
-            ([r.device_id for r in latest.values()], [now] * len(latest),
-             [r.battery for r in latest.values()]),
-        )  # fmt: skip
+            (
+                [r.device_id for r in latest.values()],
+                [now] * len(latest),
+                [r.battery for r in latest.values()],
+            ),
+        )

@@ -17,8 +17,11 @@ from core.clock import Clock
 from core.migrate import migrate as run_migrations
 from core.settings import get_settings
 
-app = typer.Typer(help="oximon: remote home-care telemonitoring for pulse oximeters.",
-                  no_args_is_help=True, add_completion=False)  # fmt: skip
+app = typer.Typer(
+    help="oximon: remote home-care telemonitoring for pulse oximeters.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 user_app = typer.Typer(help="Clinician and administrator accounts.", no_args_is_help=True)
 device_app = typer.Typer(help="Oximeters and their broker credentials.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
@@ -77,13 +80,21 @@ def device_add(
         raise typer.Exit(2)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         try:
-            creds = register_device(conn, settings.mqtt_admin_url, patient, serial=serial,
-                                    model=model, firmware=firmware)  # fmt: skip
+            creds = register_device(
+                conn,
+                settings.mqtt_admin_url,
+                patient,
+                serial=serial,
+                model=model,
+                firmware=firmware,
+            )
         except UnknownPatientError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from exc
-    typer.echo(f"device_id: {creds.device_id}\nmqtt_username: {creds.username}\n"
-               f"mqtt_password: {creds.password}\n(the password is shown only now)")  # fmt: skip
+    typer.echo(
+        f"device_id: {creds.device_id}\nmqtt_username: {creds.username}\n"
+        f"mqtt_password: {creds.password}\n(the password is shown only now)"
+    )
 
 
 @app.command()
@@ -109,12 +120,17 @@ def alerting() -> None:
     logs.setup(settings.log_level)
     sender = None
     if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from_number:
-        sender = twilio_sender(settings.twilio_account_sid,
-                               settings.twilio_auth_token.get_secret_value(),
-                               settings.twilio_from_number)  # fmt: skip
+        sender = twilio_sender(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            settings.twilio_from_number,
+        )
     else:
-        logs.event(logs.logging.getLogger("oximon.alerting"), "twilio_not_configured",
-                   outbox="sms kept as a log")  # fmt: skip
+        logs.event(
+            logs.logging.getLogger("oximon.alerting"),
+            "twilio_not_configured",
+            outbox="sms kept as a log",
+        )
     stop = threading.Event()
     _stop_on_signals(stop)
     pool = make_pool(get_settings(), name="oximon-alerting")
@@ -133,8 +149,9 @@ def api() -> None:
 
     settings = get_settings()
     logs.setup(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_level="warning")  # fmt: skip
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"
+    )
 
 
 @app.command()
@@ -151,7 +168,9 @@ def simulate(
     settings = get_settings()
     logs.setup(settings.log_level)
     if not settings.mqtt_admin_url:
-        typer.echo("OXIMON_MQTT_ADMIN_URL is needed to give simulated devices credentials", err=True)
+        typer.echo(
+            "OXIMON_MQTT_ADMIN_URL is needed to give simulated devices credentials", err=True
+        )
         raise typer.Exit(2)
     devices = ensure_fleet(settings.database_url, settings.mqtt_admin_url, patients)
     mqtt_url = settings.mqtt_url

@@ -30,7 +30,7 @@ def _secrets(root: Path) -> dict[str, object]:
     path = root / "secrets.json"
     if path.exists():
         return json.loads(path.read_text())
-    data = {
+    data: dict[str, object] = {
         "jwt_secret": secrets.token_urlsafe(32),
         "service_password": secrets.token_urlsafe(18),
         "users": {u[0]: secrets.token_urlsafe(9) for u in DEMO_TEAM},
@@ -76,8 +76,9 @@ def run_demo(root: Path, patients: int, api_port: int) -> int:
         manager.add_process("ingest", " ".join([*exe, "ingest"]), env=env)
         manager.add_process("alerting", " ".join([*exe, "alerting"]), env=env)
         manager.add_process("api", " ".join([*exe, "api"]), env=env)
-        manager.add_process("simulator", " ".join([*exe, "simulate", "--patients", str(patients)]),
-                            env=env)  # fmt: skip
+        manager.add_process(
+            "simulator", " ".join([*exe, "simulate", "--patients", str(patients)]), env=env
+        )
         print(
             "\n  oximon demo is starting.\n"
             f"  Dashboard:  http://127.0.0.1:{api_port}/dashboard\n"

@@ -118,10 +118,18 @@ class LocalPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
         _chown_to_postgres(self.root)
         if not (self.datadir / "PG_VERSION").exists():
-            self._run([
-                str(bindir / "initdb"), "-D", str(self.datadir), "-U", self.user,
-                "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
-            ])  # fmt: skip
+            self._run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    self.user,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            )
             with (self.datadir / "postgresql.conf").open("a") as conf:
                 conf.write(
                     "\n# oximon private instance\n"
@@ -140,10 +148,21 @@ class LocalPostgres:
             self.port = existing
         else:
             self.port = self.port or free_port()
-            self._run([
-                str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "server.log"),
-                "-o", f"-p {self.port}", "-w", "-t", "60", "start",
-            ])  # fmt: skip
+            self._run(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-l",
+                    str(self.root / "server.log"),
+                    "-o",
+                    f"-p {self.port}",
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            )
         wait_for_port(self.port, "PostgreSQL")
         self.create_database(self.database)
         return self
@@ -152,7 +171,9 @@ class LocalPostgres:
         import psycopg
 
         with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{name}"'.encode())
 
@@ -203,10 +224,17 @@ class LocalMosquitto:
         dynsec = self.root / "dynamic-security.json"
         if not dynsec.exists():
             subprocess.run(  # noqa: S603
-                ["mosquitto_ctrl", "dynsec", "init", str(dynsec), self.admin_user,
-                 self.admin_password],
-                check=True, capture_output=True,
-            )  # fmt: skip
+                [
+                    shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl",
+                    "dynsec",
+                    "init",
+                    str(dynsec),
+                    self.admin_user,
+                    self.admin_password,
+                ],
+                check=True,
+                capture_output=True,
+            )
             (self.root / "state.json").write_text(
                 json.dumps({"admin_password": self.admin_password})
             )
@@ -244,7 +272,10 @@ class LocalMosquitto:
         """Start the broker process on the configured port and wait until it listens."""
         log = (self.root / "mosquitto.log").open("ab")
         self.process = subprocess.Popen(  # noqa: S603
-            [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.conf)], stdout=log, stderr=log, start_new_session=True
+            [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.conf)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         (self.root / "mosquitto.pid").write_text(str(self.process.pid))
         wait_for_port(self.port, "Mosquitto")

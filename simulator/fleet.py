@@ -41,10 +41,11 @@ def ensure_fleet(database_url: str, admin_url: str, count: int) -> list[tuple[st
     out: list[tuple[str, str]] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         existing = {
-            r[0] for r in conn.execute(
+            r[0]
+            for r in conn.execute(
                 "SELECT id FROM devices WHERE id LIKE 'sim-%%' AND status = 'active'"
             )
-        }  # fmt: skip
+        }
         with BrokerAdmin(admin_url) as broker:
             for i in range(1, count + 1):
                 device_id = f"{SIM_PREFIX}{i:05d}"
@@ -58,15 +59,29 @@ def ensure_fleet(database_url: str, admin_url: str, count: int) -> list[tuple[st
                     (f"Synthetic patient {i:03d}", "nb" if i % 3 else "en"),
                 ).fetchone()
                 assert row is not None
-                creds = register_device(conn, admin_url, row[0], serial=f"SIM{i:06d}",
-                                        model="SimOx 1", firmware="1.0", device_id=device_id)  # fmt: skip
+                creds = register_device(
+                    conn,
+                    admin_url,
+                    row[0],
+                    serial=f"SIM{i:06d}",
+                    model="SimOx 1",
+                    firmware="1.0",
+                    device_id=device_id,
+                )
                 out.append((creds.device_id, creds.password))
     return out
 
 
 class Fleet:
-    def __init__(self, mqtt_url: str, devices: list[tuple[str, str]], clock: Clock,
-                 interval_s: float, deteriorating_share: float, seed: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        mqtt_url: str,
+        devices: list[tuple[str, str]],
+        clock: Clock,
+        interval_s: float,
+        deteriorating_share: float,
+        seed: int = 1,
+    ) -> None:
         self.cfg = parse_mqtt_url(mqtt_url)
         self.clock = clock
         self.interval_s = interval_s
@@ -75,7 +90,7 @@ class Fleet:
         n_bad = round(len(devices) * deteriorating_share)
         bad = set(self.rng.sample(range(len(devices)), n_bad)) if n_bad else set()
         self.devices = [
-            SimDevice(d, p, SimPatient.random(self.rng, start, i in bad))
+            SimDevice(d, p, SimPatient.sample(self.rng, start, i in bad))
             for i, (d, p) in enumerate(devices)
         ]
         self.sent = 0
@@ -88,8 +103,9 @@ class Fleet:
             client.will_set(status_topic(dev.device_id), "offline", qos=1, retain=True)
             client.reconnect_delay_set(1, 30)
 
-            def on_connect(c: mqtt.Client, _u: object, _f: object, rc: object, _p: object,
-                           dev: SimDevice = dev) -> None:  # fmt: skip
+            def on_connect(
+                c: mqtt.Client, _u: object, _f: object, rc: object, _p: object, dev: SimDevice = dev
+            ) -> None:
                 if not getattr(rc, "is_failure", False):
                     c.publish(status_topic(dev.device_id), "online", qos=1, retain=True)
 
@@ -104,8 +120,12 @@ class Fleet:
             dev.seq += 1
             dev.battery_pct = max(5.0, dev.battery_pct - 0.01)
             reading = dev.patient.reading(self.rng, now)
-            payload = {"ts": now.isoformat().replace("+00:00", "Z"), **reading,
-                       "seq": dev.seq, "battery": int(dev.battery_pct)}  # fmt: skip
+            payload = {
+                "ts": now.isoformat().replace("+00:00", "Z"),
+                **reading,
+                "seq": dev.seq,
+                "battery": int(dev.battery_pct),
+            }
             assert dev.client is not None
             info = dev.client.publish(readings_topic(dev.device_id), json.dumps(payload), qos=1)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
@@ -125,7 +145,9 @@ class Fleet:
             next_tick += self.clock.wall_duration_s(timedelta(seconds=self.interval_s))
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
-                event(log, "progress", devices=len(self.devices), sent=self.sent, errors=self.errors)
+                event(
+                    log, "progress", devices=len(self.devices), sent=self.sent, errors=self.errors
+                )
             stop.wait(max(0.0, next_tick - time.monotonic()))
         self.close()
 

@@ -20,7 +20,7 @@ class SimPatient:
     motion_rate: float = 0.02
 
     @classmethod
-    def random(cls, rng: random.Random, start: datetime, deteriorating: bool) -> SimPatient:
+    def sample(cls, rng: random.Random, start: datetime, deteriorating: bool) -> SimPatient:
         patient = cls(
             baseline_spo2_pct=rng.uniform(96.5, 98.5),
             baseline_pulse_bpm=rng.uniform(58, 88),

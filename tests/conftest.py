@@ -14,15 +14,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 from psycopg.rows import dict_row
 
 from api.security import hash_password
 from core.migrate import migrate
 from core.settings import Settings
 from devices.broker import BrokerAdmin
-from oximon.localstack import LocalMosquitto, LocalPostgres
+from oximon.localstack import LocalMosquitto, LocalPostgres, free_port
 from tests.helpers import wait_until
 
 SERVICE_USER = "oximon-service"
@@ -183,3 +185,58 @@ def patient(db: psycopg.Connection) -> int:
         " RETURNING id"
     ).fetchone()
     return int(row["id"])
+
+
+def _answers_healthz(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def api_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """The API (`oximon api`) as a real HTTP server on a free port; yields its base URL."""
+    api_settings = settings.model_copy(update={"api_port": free_port()})
+    base_url = f"http://{api_settings.api_host}:{api_settings.api_port}"
+    server = Service(["api"], api_settings, tmp_path / "api-server.log")
+    try:
+        server.start()
+        wait_until(lambda: _answers_healthz(base_url) or server._died(), 20,
+                   f"the API to answer {base_url}/healthz")  # fmt: skip
+        if server._died():
+            raise AssertionError(f"api exited:\n{server.log()}")
+        yield base_url
+    finally:
+        server.stop()
+
+
+# Debian's Chromium, never a downloaded one. As root it needs --no-sandbox; on a closed network
+# the background services must be off or it stalls on refused connections.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    """One headless Chromium for the session (Playwright gives it a fresh temporary profile)."""
+    if not Path(CHROMIUM).exists():
+        raise AssertionError(f"{CHROMIUM} is missing: apt-get install chromium")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium: Browser) -> Iterator[Page]:
+    """A page in a context of its own: no cookies or session storage shared between tests."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB",
+                                   timezone_id="Europe/Oslo")  # fmt: skip
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
