@@ -21,8 +21,16 @@ class Settings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     # Account allowed to manage broker clients and roles (dynamic-security plugin).
     mqtt_admin_url: str | None = None
-    mqtt_share_group: str = "oximon"
+    # Empty: one worker with a plain persistent subscription, exactly-once across broker
+    # restarts. A name: several workers share the load through `$share/{name}/…` (MQTT 5
+    # shared subscription). Mosquitto 2.0 does not restore shared subscriptions after its own
+    # restart, so readings published between the restart and the workers' resubscription are
+    # lost there; see README "Ingest" for the measured behaviour.
+    mqtt_share_group: str = ""
     mqtt_client_id: str = "oximon-ingest"
+    # 5: MQTT 5 session expiry and shared subscriptions. 3 (3.1.1): Mosquitto still shares
+    # `$share/` subscriptions and keeps the persistent session; paho decodes it far cheaper.
+    mqtt_protocol: int = Field(default=5, ge=3, le=5)
 
     # The platform clock: now = origin + speed * (wall - origin). Unset origin = real time.
     clock_origin: datetime | None = None
@@ -36,6 +44,10 @@ class Settings(BaseSettings):
     # Readings stamped further than this in the future are refused (device clock wrong).
     ingest_max_future_s: int = 300
 
+    # Prometheus endpoint of the worker services (ingest, alerting); the API serves /metrics.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     jwt_secret: SecretStr = SecretStr("")
@@ -47,6 +59,13 @@ class Settings(BaseSettings):
 
     timezone: str = "Europe/Oslo"
     log_level: str = "INFO"
+
+    @field_validator("mqtt_protocol")
+    @classmethod
+    def _known_protocol(cls, value: int) -> int:
+        if value not in (3, 5):
+            raise ValueError("OXIMON_MQTT_PROTOCOL must be 5 (MQTT 5) or 3 (MQTT 3.1.1)")
+        return value
 
     @field_validator("clock_origin")
     @classmethod

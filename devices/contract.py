@@ -19,7 +19,7 @@ TOPIC_PREFIX = "oximon/devices"
 READINGS_SUBSCRIPTION = f"{TOPIC_PREFIX}/+/readings"
 STATUS_SUBSCRIPTION = f"{TOPIC_PREFIX}/+/status"
 DEVICE_ID_PATTERN = r"[A-Za-z0-9_-]{3,64}"
-_TOPIC_RE = re.compile(rf"^{TOPIC_PREFIX}/({DEVICE_ID_PATTERN})/(readings|status)$")
+_TOPIC_RE = re.compile(rf"{TOPIC_PREFIX}/({DEVICE_ID_PATTERN})/(readings|status)")
 
 Quality = Literal["ok", "low_perfusion", "motion", "no_finger"]
 
@@ -37,7 +37,7 @@ def status_topic(device_id: str) -> str:
 
 
 def device_id_from_topic(topic: str, kind: str = "readings") -> str:
-    match = _TOPIC_RE.match(topic)
+    match = _TOPIC_RE.fullmatch(topic)
     if not match or match.group(2) != kind:
         raise ContractError(f"topic does not match oximon/devices/{{device_id}}/{kind}")
     return match.group(1)

@@ -9,6 +9,7 @@ PUBACKs. A crash before the commit loses nothing: the broker redelivers, and the
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -21,7 +22,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from alerting.lifecycle import apply_decisions
 from alerting.rules import Reading, Thresholds, evaluate
@@ -38,11 +39,13 @@ from devices.contract import (
     device_id_from_topic,
 )
 from ingest import metrics
+from ingest.fastpaho import BufferedClient
 
 log = logging.getLogger("oximon.ingest")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue this long while we are away
 DEVICE_CACHE_TTL_S = 30.0
+TOUCH_EVERY_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class IngestWorker:
         self._stop = threading.Event()
         self._devices: dict[str, tuple[float, DeviceInfo | None]] = {}
         self._conn: psycopg.Connection[Any] | None = None
+        self._touched: dict[str, float] = {}
         self._client = self._make_client()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.late_after = timedelta(seconds=settings.ingest_late_after_s)
@@ -84,10 +88,11 @@ class IngestWorker:
 
     def _make_client(self) -> mqtt.Client:
         cfg = parse_mqtt_url(self.settings.mqtt_url)
-        client = mqtt.Client(
+        client = BufferedClient(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.settings.mqtt_client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self.settings.mqtt_protocol == 5 else mqtt.MQTTv311,
+            clean_session=None if self.settings.mqtt_protocol == 5 else False,
             manual_ack=True,
         )
         if cfg["username"]:
@@ -108,13 +113,11 @@ class IngestWorker:
         if getattr(reason, "is_failure", False):
             event(log, "mqtt_connect_refused", logging.ERROR, reason=str(reason))
             return
+        # Subscribing on every connect is harmless for a resumed session and needed after a
+        # broker restart: Mosquitto 2.0 restores queued messages but not $share subscriptions.
         group = self.settings.mqtt_share_group
-        client.subscribe(
-            [
-                (f"$share/{group}/{READINGS_SUBSCRIPTION}", 1),
-                (f"$share/{group}/{STATUS_SUBSCRIPTION}", 1),
-            ]
-        )
+        prefix = f"$share/{group}/" if group else ""
+        client.subscribe([(prefix + READINGS_SUBSCRIPTION, 1), (prefix + STATUS_SUBSCRIPTION, 1)])
         event(log, "mqtt_connected", session_present=getattr(flags, "session_present", None))
 
     def _on_subscribe(self, _c: Any, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
@@ -122,7 +125,7 @@ class IngestWorker:
         if failed:
             event(log, "mqtt_subscribe_refused", logging.ERROR, reasons=",".join(failed))
         else:
-            event(log, "mqtt_subscribed", group=self.settings.mqtt_share_group)
+            event(log, "mqtt_subscribed", group=self.settings.mqtt_share_group or "-")
 
     def _on_disconnect(
         self, _c: object, _u: object, _f: object, reason: object, _p: object
@@ -131,16 +134,20 @@ class IngestWorker:
             event(log, "mqtt_disconnected", logging.WARNING, reason=str(reason))
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        metrics.RECEIVED.inc()
         self._inbox.put(msg)
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
         self._writer.start()
-        self._client.connect_async(
-            self._cfg["host"], self._cfg["port"], keepalive=30, clean_start=False, properties=props
-        )
+        host, port = self._cfg["host"], self._cfg["port"]
+        if self.settings.mqtt_protocol == 5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            self._client.connect_async(
+                host, port, keepalive=30, clean_start=False, properties=props
+            )
+        else:
+            # MQTT 3.1.1 persistent session (clean_session=False, set on the client).
+            self._client.connect_async(host, port, keepalive=30)
         self._client.loop_start()
 
     def stop(self) -> None:
@@ -297,6 +304,7 @@ class IngestWorker:
 
     def _store(self, batch: list[mqtt.MQTTMessage]) -> None:
         started = time.perf_counter()
+        metrics.RECEIVED.inc(len(batch))
         now = self.clock.now()
         dead: list[tuple[str, bytes, str, str | None]] = []
         decoded: list[tuple[str, ReadingPayload]] = []
@@ -370,7 +378,7 @@ class IngestWorker:
                     )
                 )
 
-            inserted: list[dict[str, object]] = []
+            inserted: list[tuple[Any, ...]] = []
             if rows:
                 with conn.cursor().copy(
                     "COPY incoming (time, device_id, patient_id, spo2, pulse, pi, quality,"
@@ -392,15 +400,19 @@ class IngestWorker:
                                 row.late,
                             )
                         )
-                inserted = conn.execute(
-                    "INSERT INTO readings (time, device_id, patient_id, spo2, pulse, pi, quality,"
-                    " source, received_at, seq, battery_pct, late)"
-                    " SELECT time, device_id, patient_id, spo2, pulse, pi, quality,"
-                    " CASE WHEN device_id LIKE 'sms-%%' THEN 'sms' ELSE 'mqtt' END,"
-                    " received_at, seq, battery_pct, late FROM incoming"
-                    " ON CONFLICT (device_id, time) DO NOTHING"
-                    " RETURNING device_id, time"
-                ).fetchall()
+                inserted = (
+                    conn.cursor(row_factory=tuple_row)
+                    .execute(
+                        "INSERT INTO readings (time, device_id, patient_id, spo2, pulse, pi,"
+                        " quality, source, received_at, seq, battery_pct, late)"
+                        " SELECT time, device_id, patient_id, spo2, pulse, pi, quality,"
+                        " CASE WHEN device_id LIKE 'sms-%%' THEN 'sms' ELSE 'mqtt' END,"
+                        " received_at, seq, battery_pct, late FROM incoming"
+                        " ON CONFLICT (device_id, time) DO NOTHING"
+                        " RETURNING device_id, time"
+                    )
+                    .fetchall()
+                )
                 self._touch_devices(conn, rows, now)
             if dead:
                 with conn.cursor().copy(
@@ -415,7 +427,7 @@ class IngestWorker:
                     (list(presence), list(presence.values())),
                 )
             # Evaluate only what is new: a redelivered reading was evaluated when first stored.
-            new_keys = {(r["device_id"], r["time"]) for r in inserted}
+            new_keys = set(inserted)
             decisions = []
             for row in rows:
                 if (row.device_id, row.time) in new_keys:
@@ -431,7 +443,12 @@ class IngestWorker:
             if decisions:
                 apply_decisions(conn, decisions, now)
             if inserted:
-                conn.execute("SELECT pg_notify('oximon_readings', %s)", (str(len(inserted)),))
+                # Delivered at commit: listeners (the live dashboard, the benchmark) learn which
+                # batch is now visible, named by its received_at.
+                conn.execute(
+                    "SELECT pg_notify('oximon_readings', %s)",
+                    (json.dumps({"n": len(inserted), "received_at": now.isoformat()}),),
+                )
 
         stored = len(inserted)
         metrics.STORED.inc(stored)
@@ -446,10 +463,19 @@ class IngestWorker:
             event(log, "dead_lettered", logging.WARNING, count=len(dead))
 
     def _touch_devices(self, conn: psycopg.Connection[Any], rows: list[Row], now: datetime) -> None:
+        # Presence is shown to the minute: write each device's last-seen at most every
+        # TOUCH_EVERY_S, not once per batch, to keep the hot path lean.
+        mono = time.monotonic()
         latest: dict[str, Row] = {}
         for row in rows:
+            if mono - self._touched.get(row.device_id, 0.0) < TOUCH_EVERY_S:
+                continue
             if row.device_id not in latest or row.time > latest[row.device_id].time:
                 latest[row.device_id] = row
+        if not latest:
+            return
+        for device_id in latest:
+            self._touched[device_id] = mono
         conn.execute(
             "UPDATE devices d SET last_seen_at = v.seen,"
             " battery_pct = COALESCE(v.battery, d.battery_pct)"

@@ -15,7 +15,7 @@ import typer
 from core import logs
 from core.clock import Clock
 from core.migrate import migrate as run_migrations
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 
 app = typer.Typer(
     help="oximon: remote home-care telemonitoring for pulse oximeters.",
@@ -24,8 +24,10 @@ app = typer.Typer(
 )
 user_app = typer.Typer(help="Clinician and administrator accounts.", no_args_is_help=True)
 device_app = typer.Typer(help="Oximeters and their broker credentials.", no_args_is_help=True)
+broker_app = typer.Typer(help="The MQTT broker's accounts.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(device_app, name="device")
+app.add_typer(broker_app, name="broker")
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -33,11 +35,34 @@ def _stop_on_signals(stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
 
+def _serve_metrics(settings: Settings) -> None:
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+
+
 @app.command()
 def migrate() -> None:
     """Apply pending database migrations."""
     applied = run_migrations(get_settings().database_url)
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@broker_app.command("init")
+def broker_init() -> None:
+    """Create (or reset) the service account named in OXIMON_MQTT_URL, through the admin
+    account in OXIMON_MQTT_ADMIN_URL. Run once per installation, like `oximon migrate`."""
+    from devices.broker import BrokerAdmin, parse_mqtt_url
+
+    settings = get_settings()
+    service = parse_mqtt_url(settings.mqtt_url)
+    if not settings.mqtt_admin_url or not service["username"] or not service["password"]:
+        typer.echo("needs OXIMON_MQTT_ADMIN_URL and a user:password in OXIMON_MQTT_URL", err=True)
+        raise typer.Exit(2)
+    with BrokerAdmin(settings.mqtt_admin_url) as admin:
+        admin.ensure_service_account(service["username"], service["password"])
+    typer.echo(f"broker account {service['username']} ready")
 
 
 @user_app.command("add")
@@ -104,6 +129,7 @@ def ingest() -> None:
 
     settings = get_settings()
     logs.setup(settings.log_level)
+    _serve_metrics(settings)
     worker = IngestWorker(settings)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.request_stop())
@@ -131,9 +157,10 @@ def alerting() -> None:
             "twilio_not_configured",
             outbox="sms kept as a log",
         )
+    _serve_metrics(settings)
     stop = threading.Event()
     _stop_on_signals(stop)
-    pool = make_pool(get_settings(), name="oximon-alerting")
+    pool = make_pool(settings, name="oximon-alerting")
     try:
         run_outbox(pool, Clock.from_settings(settings), sender, stop)
     finally:

@@ -13,9 +13,9 @@ from honcho.manager import Manager
 from honcho.printer import Printer
 
 from api.security import hash_password
-from core.migrate import migrate
-from devices.broker import BrokerAdmin
-from oximon.localstack import LocalMosquitto, LocalPostgres, free_port, port_open
+from oximon.localstack import free_port, port_open, start_private_stack
+
+SERVICE_USER = "oximon-service"
 
 DEMO_TEAM = [
     # username, full name, role, phone (synthetic, Norwegian mobile range), on call
@@ -53,20 +53,16 @@ def seed_team(database_url: str, passwords: dict[str, str]) -> None:
 def run_demo(root: Path, patients: int, api_port: int) -> int:
     root.mkdir(parents=True, exist_ok=True)
     secret = _secrets(root)
-    pg = LocalPostgres(root / "postgres").start()
-    broker = LocalMosquitto(root / "mosquitto").start()
+    pg, broker = start_private_stack(root, SERVICE_USER, str(secret["service_password"]))
     try:
-        migrate(pg.url)
         passwords: dict[str, str] = secret["users"]  # type: ignore[assignment]
         seed_team(pg.url, passwords)
-        with BrokerAdmin(broker.admin_url) as admin:
-            admin.ensure_service_account("oximon-service", str(secret["service_password"]))
         if api_port == 0 or port_open(api_port):
             api_port = free_port()
         env = {
             **os.environ,
             "OXIMON_DATABASE_URL": pg.url,
-            "OXIMON_MQTT_URL": f"mqtt://oximon-service:{secret['service_password']}@127.0.0.1:{broker.port}",
+            "OXIMON_MQTT_URL": f"mqtt://{SERVICE_USER}:{secret['service_password']}@127.0.0.1:{broker.port}",
             "OXIMON_MQTT_ADMIN_URL": broker.admin_url,
             "OXIMON_JWT_SECRET": str(secret["jwt_secret"]),
             "OXIMON_API_PORT": str(api_port),

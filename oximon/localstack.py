@@ -295,3 +295,26 @@ class LocalMosquitto:
     def restart(self) -> None:
         self.stop()
         self.launch()
+
+
+def start_private_stack(
+    root: Path, service_user: str, service_password: str
+) -> tuple[LocalPostgres, LocalMosquitto]:
+    """Start (or reuse) PostgreSQL and Mosquitto under `root`, migrate the schema and make sure
+    the broker has the service account ingest and the API log in with."""
+    from core.migrate import migrate
+    from devices.broker import BrokerAdmin
+
+    postgres = LocalPostgres(root / "postgres")
+    broker = LocalMosquitto(root / "mosquitto")
+    try:
+        postgres.start()
+        broker.start()
+        migrate(postgres.url)
+        with BrokerAdmin(broker.admin_url) as admin:
+            admin.ensure_service_account(service_user, service_password)
+    except BaseException:
+        broker.stop()
+        postgres.stop(mode="immediate")
+        raise
+    return postgres, broker

@@ -4,6 +4,7 @@ an error that says what is missing, never a skip."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -17,14 +18,14 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
 from psycopg.rows import dict_row
 
+from api.app import create_app
 from api.security import hash_password
-from core.migrate import migrate
 from core.settings import Settings
-from devices.broker import BrokerAdmin
-from oximon.localstack import LocalMosquitto, LocalPostgres, free_port
+from oximon.localstack import LocalMosquitto, LocalPostgres, free_port, start_private_stack
 from tests.helpers import wait_until
 
 SERVICE_USER = "oximon-service"
@@ -51,14 +52,8 @@ class Stack:
 def stack() -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="oximon-test-"))
     root.chmod(0o755)
-    postgres = LocalPostgres(root / "postgres")
-    broker = LocalMosquitto(root / "mosquitto")
+    postgres, broker = start_private_stack(root, SERVICE_USER, SERVICE_PASSWORD)
     try:
-        postgres.start()
-        broker.start()
-        migrate(postgres.url)
-        with BrokerAdmin(broker.admin_url) as admin:
-            admin.ensure_service_account(SERVICE_USER, SERVICE_PASSWORD)
         yield Stack(root, postgres, broker)
     finally:
         broker.stop()
@@ -76,14 +71,14 @@ def db(stack: Stack) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture
 def settings(stack: Stack, db: psycopg.Connection) -> Settings:
-    # A share group of its own per test: a worker session left from another test never
-    # takes a share of this test's messages.
+    # A client id of its own per test: each test's worker has a fresh broker session. Plain
+    # subscription (no share group), as in a single-worker deployment.
     tag = uuid.uuid4().hex[:8]
     return Settings(
         database_url=stack.database_url,
         mqtt_url=stack.mqtt_url,
         mqtt_admin_url=stack.broker.admin_url,
-        mqtt_share_group=f"test-{tag}",
+        mqtt_share_group="",
         mqtt_client_id=f"ingest-{tag}",
         jwt_secret="test-jwt-secret-that-is-long-enough-0123456789",  # noqa: S106
     )
@@ -96,7 +91,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
-        env[f"OXIMON_{name.upper()}"] = value.isoformat() if hasattr(value, "isoformat") else str(value)
+        env[f"OXIMON_{name.upper()}"] = (
+            value.isoformat() if hasattr(value, "isoformat") else str(value)
+        )
     return env
 
 
@@ -113,12 +110,17 @@ class Service:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "oximon.cli", *self.args],
-            env=settings_env(self.settings), stdout=log, stderr=log,
-        )  # fmt: skip
+            env=settings_env(self.settings),
+            stdout=log,
+            stderr=log,
+        )
         if ready:
             offset = 0
-            wait_until(lambda: ready in self.log()[offset:] or self._died(), timeout_s,
-                       f"{self.args[0]} to log {ready!r}")  # fmt: skip
+            wait_until(
+                lambda: ready in self.log()[offset:] or self._died(),
+                timeout_s,
+                f"{self.args[0]} to log {ready!r}",
+            )
             if self._died():
                 raise AssertionError(f"{self.args[0]} exited:\n{self.log()}")
         return self
@@ -143,8 +145,13 @@ class Service:
 def service_factory(settings: Settings, tmp_path: Path) -> Iterator:
     started: list[Service] = []
 
-    def make(*args: str, ready: str | None = None) -> Service:
-        svc = Service(list(args), settings, tmp_path / f"{args[0]}-{len(started)}.log")
+    def make(*args: str, ready: str | None = None, **overrides: object) -> Service:
+        """Start `oximon <args>`; keyword arguments override settings for this service."""
+        svc = Service(
+            list(args),
+            settings.model_copy(update=overrides),
+            tmp_path / f"{args[0]}-{len(started)}.log",
+        )
         started.append(svc)
         return svc.start(ready=ready)
 
@@ -156,6 +163,11 @@ def service_factory(settings: Settings, tmp_path: Path) -> Iterator:
 @pytest.fixture
 def ingest(service_factory) -> Service:  # noqa: ANN001
     return service_factory("ingest", ready="event=mqtt_subscribed")
+
+
+@functools.cache
+def _hash(password: str) -> str:
+    return hash_password(password)  # argon2 is slow on purpose: hash each test password once
 
 
 @pytest.fixture
@@ -172,7 +184,7 @@ def care_team(db: psycopg.Connection) -> dict[str, dict[str, object]]:
         row = db.execute(
             "INSERT INTO users (username, full_name, role, password_hash, phone, on_call)"
             " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (username, f"Test {username}", role, hash_password(password), phone, on_call),
+            (username, f"Test {username}", role, _hash(password), phone, on_call),
         ).fetchone()
         out[username] = {"id": row["id"], "username": username, "password": password}
     return out
@@ -181,8 +193,8 @@ def care_team(db: psycopg.Connection) -> dict[str, dict[str, object]]:
 @pytest.fixture
 def patient(db: psycopg.Connection) -> int:
     row = db.execute(
-        "INSERT INTO patients (display_name, phone) VALUES ('Synthetic Test Patient', '+4791000001')"
-        " RETURNING id"
+        "INSERT INTO patients (display_name, phone)"
+        " VALUES ('Synthetic Test Patient', '+4791000001') RETURNING id"
     ).fetchone()
     return int(row["id"])
 
@@ -202,8 +214,11 @@ def api_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
     server = Service(["api"], api_settings, tmp_path / "api-server.log")
     try:
         server.start()
-        wait_until(lambda: _answers_healthz(base_url) or server._died(), 20,
-                   f"the API to answer {base_url}/healthz")  # fmt: skip
+        wait_until(
+            lambda: _answers_healthz(base_url) or server._died(),
+            20,
+            f"the API to answer {base_url}/healthz",
+        )
         if server._died():
             raise AssertionError(f"api exited:\n{server.log()}")
         yield base_url
@@ -215,9 +230,14 @@ def api_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
 # the background services must be off or it stalls on refused connections.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="session")
@@ -234,9 +254,26 @@ def chromium() -> Iterator[Browser]:
 @pytest.fixture
 def browser_page(chromium: Browser) -> Iterator[Page]:
     """A page in a context of its own: no cookies or session storage shared between tests."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB",
-                                   timezone_id="Europe/Oslo")  # fmt: skip
+    context = chromium.new_context(
+        viewport={"width": 1280, "height": 900}, locale="en-GB", timezone_id="Europe/Oslo"
+    )
     try:
         yield context.new_page()
     finally:
         context.close()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The API in-process (real database), its lifespan opened."""
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def login(client: TestClient, user: dict[str, object]) -> dict[str, str]:
+    """Log in through the real token endpoint; the Authorization header to send."""
+    res = client.post(
+        "/api/v1/auth/token", data={"username": user["username"], "password": user["password"]}
+    )
+    assert res.status_code == 200, res.text
+    return {"Authorization": f"Bearer {res.json()['access_token']}"}

@@ -50,15 +50,20 @@ function renderPatients(patients) {
   $("#patient-count").textContent = `(${patients.length})`;
 }
 
-function renderAlerts(alerts) {
+function renderAlerts(alerts, patients) {
+  // An alert names the patient, not only an id a nurse would have to look up.
+  const names = new Map(patients.map((p) => [p.id, p.display_name]));
   const body = $("#alerts tbody");
+  // Redrawing every poll would drop keyboard focus from an Acknowledge button: put it back.
+  const focusedAlertId = body.contains(document.activeElement)
+    ? document.activeElement.closest("tr").dataset.alertId : null;
   body.replaceChildren();
   for (const a of alerts) {
     const tr = document.createElement("tr");
     tr.className = a.severity;
     tr.dataset.alertId = a.id;
     cell(tr, "").appendChild(badge(a.severity));
-    cell(tr, `#${a.patient_id}`);
+    cell(tr, names.has(a.patient_id) ? `#${a.patient_id} ${names.get(a.patient_id)}` : `#${a.patient_id}`);
     cell(tr, a.reason);
     cell(tr, ago(a.opened_at));
     cell(tr, a.status === "acknowledged" ? `taken by ${a.acknowledged_by_username}` : a.status);
@@ -76,6 +81,7 @@ function renderAlerts(alerts) {
       td.appendChild(btn);
     }
     body.appendChild(tr);
+    if (String(a.id) === focusedAlertId) tr.querySelector("button")?.focus();
   }
   const red = alerts.filter((a) => a.severity === "red" && a.status !== "acknowledged").length;
   $("#alert-count").textContent = `(${alerts.length})`;
@@ -101,7 +107,7 @@ async function refresh() {
       api("/api/v1/notifications?channel=sms&limit=20"),
     ]);
     renderPatients(patients);
-    renderAlerts(alerts);
+    renderAlerts(alerts, patients);
     renderSms(sms);
     $("#updated").textContent = new Date().toLocaleTimeString();
   } catch (err) {
