@@ -32,6 +32,8 @@ class Reading:
     pulse_bpm: int
     quality: str = "ok"
     late: bool = False
+    # Perfusion index (percent), when the device reports it; a very low one makes SpO2 unreliable.
+    pi_pct: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,15 @@ class Decision:
     value: float
     at: datetime
     reason: str
+    # Added by the engine (alerting.engine); the threshold rules leave the defaults.
+    # A single low spot check: ask the patient to measure again.
+    recheck: bool = False
+    # Confirmed by a second spot check, or sustained in a continuous stream: more urgent.
+    confirmed: bool = False
+    # From a late (store-and-forward) upload: history, never a page; the reason says so.
+    history: bool = False
+    # Trend alerts: when the fitted slope reaches the red band.
+    projected_at: datetime | None = None
 
 
 def evaluate(thresholds: Thresholds, reading: Reading) -> list[Decision]:

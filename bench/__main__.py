@@ -24,7 +24,7 @@ def ingest(
     devices: int = 2000,
     workers: Annotated[int, typer.Option(help="ingest worker processes")] = 1,
     generators: Annotated[int, typer.Option(help="load generator processes")] = 1,
-    protocol: Annotated[int, typer.Option(help="MQTT protocol of the workers: 5 or 3")] = 5,
+    protocol: Annotated[int, typer.Option(help="MQTT protocol of the workers: 3 or 5")] = 3,
     out: Path = Path("results"),
 ) -> None:
     """Ingest throughput, loss, duplicates and publish-to-commit latency."""

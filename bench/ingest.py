@@ -191,7 +191,7 @@ def main(
     workers: int,
     generators: int,
     out_dir: Path,
-    protocol: int = 5,
+    protocol: int = 3,
 ) -> list[RateResult]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -203,6 +203,7 @@ def main(
                 log_name=f"ingest-{w}",
                 OXIMON_MQTT_CLIENT_ID=f"bench-ingest-{w}",
                 OXIMON_MQTT_PROTOCOL=str(protocol),
+                OXIMON_MQTT_SHARE_GROUP="bench" if workers > 1 else "",
             )
             for w in range(workers)
         ]

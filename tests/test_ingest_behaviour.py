@@ -179,6 +179,7 @@ def test_two_workers_on_a_shared_subscription_split_the_load_and_store_each_read
             mqtt_client_id=f"w-{port}",
             mqtt_share_group="shared-test",
             metrics_port=port,
+            mqtt_protocol=5,  # the MQTT 5 path: session expiry, properties
         )
         for port in ports
     )
