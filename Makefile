@@ -29,8 +29,12 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy core devices ingest alerting api simulator oximon
 
+# Benchmarks write their tables under results/ (git-ignored) and print them.
 bench: system venv
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench ingest --out results/ingest-1-worker
+	$(PY) -m bench ingest --workers 2 --rates 20000,30000 --out results/ingest-2-workers
+	$(PY) -m bench ingest --rates 20000 --duration 60 --out results/ingest-sustained-1-worker
+	$(PY) -m bench ingest --rates 20000 --duration 60 --workers 2 --out results/ingest-sustained-2-workers
 
 clean:
 	rm -rf $(VENV) .local results test-artifacts *.egg-info

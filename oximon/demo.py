@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def _secrets(root: Path) -> dict[str, object]:
     return data
 
 
+def _cmd(*args: str) -> str:
+    # honcho runs commands through a shell: exec, so SIGTERM reaches the service itself and
+    # it stops gracefully (finishes its batch, acknowledges, closes).
+    return "exec " + " ".join(shlex.quote(a) for a in args)
+
+
 def seed_team(database_url: str, passwords: dict[str, str]) -> None:
     with psycopg.connect(database_url) as conn:
         for username, name, role, phone, on_call in DEMO_TEAM:
@@ -69,11 +76,11 @@ def run_demo(root: Path, patients: int, api_port: int) -> int:
         }
         exe = [sys.executable, "-m", "oximon.cli"]
         manager = Manager(Printer(sys.stdout))
-        manager.add_process("ingest", " ".join([*exe, "ingest"]), env=env)
-        manager.add_process("alerting", " ".join([*exe, "alerting"]), env=env)
-        manager.add_process("api", " ".join([*exe, "api"]), env=env)
+        manager.add_process("ingest", _cmd(*exe, "ingest"), env=env)
+        manager.add_process("alerting", _cmd(*exe, "alerting"), env=env)
+        manager.add_process("api", _cmd(*exe, "api"), env=env)
         manager.add_process(
-            "simulator", " ".join([*exe, "simulate", "--patients", str(patients)]), env=env
+            "simulator", _cmd(*exe, "simulate", "--patients", str(patients)), env=env
         )
         print(
             "\n  oximon demo is starting.\n"
