@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench system venv clean
+.PHONY: demo test lint bench bench-clinical system venv clean
 
 system:
 	bash scripts/install-system.sh
@@ -35,6 +35,11 @@ bench: system venv
 	$(PY) -m bench ingest --workers 2 --rates 20000,30000 --out results/ingest-2-workers
 	$(PY) -m bench ingest --rates 20000 --duration 60 --out results/ingest-sustained-1-worker
 	$(PY) -m bench ingest --rates 20000 --duration 60 --workers 2 --out results/ingest-sustained-2-workers
+	$(PY) -m bench clinical
+
+# The clinical benchmark needs no services: the pure engine over a synthetic population.
+bench-clinical: venv
+	$(PY) -m bench clinical $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .local results test-artifacts *.egg-info

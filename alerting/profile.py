@@ -68,8 +68,11 @@ CONFIRM_WINDOW_S = 12 * 3600.0
 SUSTAIN_RED_S = 60.0
 # Amber (a review within hours, not a page) waits longer and so removes most noise for free.
 SUSTAIN_AMBER_S = 300.0
-# A sustained run tolerates this share of good readings just outside the band (whole-number
-# rounding around a threshold) before it starts again.
+# A pulse at or beyond its red band must hold longer: a stream records the patient walking
+# about, and exertion raises the pulse for minutes at a time (NEWS2 scores a resting pulse).
+SUSTAIN_PULSE_S = 300.0
+# A sustained run tolerates this share of readings outside the band (whole-number rounding
+# around a threshold) or flagged before it starts again.
 SUSTAIN_TOLERANCE = 0.25
 # No good reading for this long ends a run: we no longer know.
 SUSTAIN_GAP_S = 60.0
@@ -97,9 +100,9 @@ TREND_BUCKET_S = 300.0
 
 # --- Device health (ours; never red). --------------------------------------------------------
 BAD_QUALITY_SPOT_RUN = 3  # the last three spot checks all flagged
-BAD_QUALITY_WINDOW_S = 1800.0  # continuous: share flagged within each half hour ...
+BAD_QUALITY_WINDOW_S = 3600.0  # continuous: share flagged within each hour ...
 BAD_QUALITY_SHARE = 0.5  # ... at least half ...
-BAD_QUALITY_MIN_READINGS = 20  # ... of at least this many readings
+BAD_QUALITY_MIN_READINGS = 30  # ... of at least this many readings
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ class Profile:
     confirm_window_s: float = CONFIRM_WINDOW_S
     sustain_red_s: float = SUSTAIN_RED_S
     sustain_amber_s: float = SUSTAIN_AMBER_S
+    sustain_pulse_s: float = SUSTAIN_PULSE_S
     sustain_tolerance: float = SUSTAIN_TOLERANCE
     sustain_gap_s: float = SUSTAIN_GAP_S
     sustain_min_readings: int = SUSTAIN_MIN_READINGS

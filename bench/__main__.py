@@ -1,4 +1,4 @@
-"""`python -m bench [ingest] …` — run benchmarks and write tables under results/."""
+"""`python -m bench [ingest|clinical] …` — run benchmarks and write tables under results/."""
 
 from __future__ import annotations
 
@@ -31,6 +31,23 @@ def ingest(
     from bench.ingest import main
 
     main([int(r) for r in rates.split(",")], duration, devices, workers, generators, out, protocol)
+
+
+@app.command()
+def clinical(
+    stable: Annotated[int, typer.Option(help="stable patients")] = 400,
+    deteriorating: Annotated[int, typer.Option(help="deteriorating patients")] = 64,
+    days: Annotated[float, typer.Option(help="simulated days per stable patient")] = 14,
+    seed: int = 20261124,
+    continuous_share: Annotated[
+        float, typer.Option(help="share of stable patients on a continuous stream")
+    ] = 0.15,
+    out: Path = Path("results"),
+) -> None:
+    """Alerts per patient-day, deteriorations detected and delays, engine readings/s."""
+    from bench.clinical import main
+
+    main(stable, deteriorating, days, seed, continuous_share, out)
 
 
 if __name__ == "__main__":
