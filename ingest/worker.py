@@ -25,8 +25,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from psycopg.rows import dict_row, tuple_row
 
+from alerting.engine import Engine, rebuild
 from alerting.lifecycle import apply_decisions
-from alerting.rules import Reading, Thresholds, evaluate
+from alerting.profile import Profile
+from alerting.rules import Reading
 from core.clock import Clock
 from core.logs import event
 from core.settings import Settings
@@ -50,6 +52,19 @@ TOUCH_EVERY_S = 10.0
 GIL_SWITCH_INTERVAL_S = 0.02
 
 
+_PROFILE_COLUMNS = (
+    "p.spo2_target_min_pct, p.spo2_target_max_pct, p.spo2_amber_max_pct, p.spo2_red_max_pct,"
+    " p.pulse_red_min_bpm, p.pulse_red_max_bpm, p.schedule"
+)
+# What the engine needs to rebuild its per-patient state (alerting.engine.rebuild).
+_REBUILD_SQL = (
+    "SELECT patient_id, time, spo2, pulse, quality, pi, late FROM readings"
+    " WHERE time > %(now)s - interval '7 days'"
+    " AND (%(patients)s::bigint[] IS NULL OR patient_id = ANY(%(patients)s))"
+    " ORDER BY patient_id, time"
+)
+
+
 def _text(value: object) -> str:
     """A nullable number as COPY text."""
     return "\\N" if value is None else str(value)
@@ -60,7 +75,7 @@ class DeviceInfo:
     device_id: str
     patient_id: int | None
     active: bool
-    thresholds: Thresholds
+    profile: Profile
 
 
 @dataclass(slots=True)
@@ -86,6 +101,8 @@ class IngestWorker:
         self._devices: dict[str, tuple[float, DeviceInfo | None]] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self._touched: dict[str, float] = {}
+        self._engine: Engine | None = None
+        self._reload_patients: set[int] = set()
         self._client = self._make_client()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.late_after = timedelta(seconds=settings.ingest_late_after_s)
@@ -273,6 +290,41 @@ class IngestWorker:
             finally:
                 self._conn = None
 
+    def _profile(self, row: dict[str, Any]) -> Profile:
+        """The patient's alert profile; a row a clinician left inconsistent falls back to the
+        defaults (logged once per lookup, without patient details)."""
+        try:
+            return Profile.from_row(row, tz=self.settings.timezone)
+        except (ValueError, TypeError):
+            event(log, "profile_invalid", logging.WARNING, patient_id=row.get("patient_id"))
+            return Profile()
+
+    def _engine_for(self, conn: psycopg.Connection[Any], now: datetime) -> Engine:
+        """The in-memory per-patient engine, rebuilt from the last week of stored readings when
+        the worker starts, and for the patients of a batch whose transaction failed."""
+        if self._engine is None:
+            profiles = self._profiles(conn)
+            with conn.cursor(name="engine_rebuild", row_factory=tuple_row) as cur:
+                cur.execute(_REBUILD_SQL, {"now": now, "patients": None})
+                self._engine = rebuild(cur, profiles, now)
+            self._reload_patients.clear()
+            event(log, "engine_rebuilt", patients=len(self._engine.states))
+        elif self._reload_patients:
+            ids = list(self._reload_patients)
+            rows = conn.cursor(row_factory=tuple_row).execute(
+                _REBUILD_SQL, {"now": now, "patients": ids}
+            )
+            self._engine.reload(rows, self._profiles(conn), now, patient_ids=ids)
+            self._reload_patients.clear()
+        return self._engine
+
+    def _profiles(self, conn: psycopg.Connection[Any]) -> dict[int, Profile]:
+        rows = conn.execute(
+            f"SELECT p.id AS patient_id, {_PROFILE_COLUMNS} FROM patients p"
+            " WHERE p.status = 'active'"
+        ).fetchall()
+        return {r["patient_id"]: self._profile(r) for r in rows}
+
     def _lookup_devices(
         self, conn: psycopg.Connection[Any], ids: set[str]
     ) -> dict[str, DeviceInfo | None]:
@@ -288,8 +340,7 @@ class IngestWorker:
         if missing:
             rows = conn.execute(
                 "SELECT d.id, d.patient_id, d.status = 'active' AND p.status = 'active' AS active,"
-                " p.spo2_amber_max_pct, p.spo2_red_max_pct,"
-                " p.pulse_red_min_bpm, p.pulse_red_max_bpm"
+                f" {_PROFILE_COLUMNS}"
                 " FROM devices d LEFT JOIN patients p ON p.id = d.patient_id WHERE d.id = ANY(%s)",
                 (missing,),
             ).fetchall()
@@ -299,15 +350,7 @@ class IngestWorker:
                 info = None
                 if r is not None:
                     info = DeviceInfo(
-                        device_id,
-                        r["patient_id"],
-                        bool(r["active"]),
-                        Thresholds(
-                            r["spo2_amber_max_pct"] or 94,
-                            r["spo2_red_max_pct"] or 92,
-                            r["pulse_red_min_bpm"] or 40,
-                            r["pulse_red_max_bpm"] or 131,
-                        ),
+                        device_id, r["patient_id"], bool(r["active"]), self._profile(r)
                     )
                 self._devices[device_id] = (now, info)
                 found[device_id] = info
@@ -432,19 +475,34 @@ class IngestWorker:
                     " AS v(id, online) WHERE d.id = v.id",
                     (list(presence), list(presence.values())),
                 )
-            # Evaluate only what is new: a redelivered reading was evaluated when first stored.
+            # Evaluate only what is new (a redelivered reading was evaluated when first stored),
+            # in measured order. Should this transaction fail, the engine has already moved on:
+            # these patients are re-read from what was committed before the retry.
             new_keys = set(inserted)
+            fresh = [r for r in rows if (r.device_id, r.time) in new_keys]
+            fresh.sort(key=lambda r: r.time)
             decisions = []
-            for row in rows:
-                if (row.device_id, row.time) in new_keys:
+            if fresh:
+                engine = self._engine_for(conn, now)
+                self._reload_patients.update(r.patient_id for r in fresh)
+                for row in fresh:
+                    if (row.device_id, row.time) not in new_keys:
+                        continue  # the same reading twice in one batch
                     new_keys.discard((row.device_id, row.time))
                     info = devices[row.device_id]
                     assert info is not None
-                    decisions += evaluate(
-                        info.thresholds,
+                    decisions += engine.observe(
                         Reading(
-                            row.patient_id, row.time, row.spo2, row.pulse, row.quality, row.late
+                            row.patient_id,
+                            row.time,
+                            row.spo2,
+                            row.pulse,
+                            row.quality,
+                            row.late,
+                            row.pi,
                         ),
+                        info.profile,
+                        now,
                     )
             if decisions:
                 apply_decisions(conn, decisions, now)
@@ -456,6 +514,7 @@ class IngestWorker:
                     (json.dumps({"n": len(inserted), "received_at": now.isoformat()}),),
                 )
 
+        self._reload_patients.clear()  # committed: the engine's state is the database's
         stored = len(inserted)
         metrics.STORED.inc(stored)
         metrics.DUPLICATES.inc(len(rows) - stored)

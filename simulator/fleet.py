@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import paho.mqtt.client as mqtt
 import psycopg
+from psycopg.types.json import Jsonb
 
 from core.clock import Clock
 from core.logs import event
@@ -54,9 +55,16 @@ def ensure_fleet(database_url: str, admin_url: str, count: int) -> list[tuple[st
                     broker.set_device_password(device_id, password)
                     out.append((device_id, password))
                     continue
+                # A simulated oximeter streams (a reading every few seconds): judged as a
+                # continuous stream, not as spot checks.
                 row = conn.execute(
-                    "INSERT INTO patients (display_name, language) VALUES (%s, %s) RETURNING id",
-                    (f"Synthetic patient {i:03d}", "nb" if i % 3 else "en"),
+                    "INSERT INTO patients (display_name, language, schedule)"
+                    " VALUES (%s, %s, %s) RETURNING id",
+                    (
+                        f"Synthetic patient {i:03d}",
+                        "nb" if i % 3 else "en",
+                        Jsonb({"kind": "continuous", "max_gap_min": 30}),
+                    ),
                 ).fetchone()
                 assert row is not None
                 creds = register_device(

@@ -131,8 +131,12 @@ def test_offline_upload_keeps_device_timestamps_and_is_marked_late_without_pagin
     )
     assert [r["time"] for r in rows[:3]] == [datetime.fromisoformat(u["ts"]) for u in upload]
     assert [r["late"] for r in rows] == [True, True, True, False]
-    # Red values hours old are history: stored and charted, nobody is paged about them.
-    assert db.execute("SELECT count(*) AS n FROM alerts").fetchone()["n"] == 0
+    # Red values hours old are history: stored and charted, nobody is paged about them; the
+    # nurses may see an amber note that says it is a late upload.
+    alerts = db.execute("SELECT severity, reason FROM alerts").fetchall()
+    assert all(a["severity"] == "amber" and a["reason"].startswith("Late upload") for a in alerts)
+    sms = db.execute("SELECT count(*) AS n FROM notifications WHERE channel = 'sms'").fetchone()
+    assert sms["n"] == 0
     device.close()
 
 
