@@ -20,13 +20,14 @@ from psycopg_pool import ConnectionPool
 
 from alerting.lifecycle import AlertNotFoundError, AlertStateError, acknowledge
 from api import queries
-from api.schemas import DeviceCredentialsOut, DeviceIn, Token
+from api.alerts_routes import router as alerts_router
+from api.devices_routes import router as devices_router
+from api.schemas import Token
 from api.security import Admin, Clinician, CurrentUser, issue_token, verify_password
+from api.sms import router as sms_router
 from core.clock import Clock
 from core.db import make_pool
 from core.settings import Settings
-from devices.contract import readings_topic
-from devices.registry import UnknownPatientError, register_device
 
 _BUCKET_RE = re.compile(r"^(\d{1,4})\s*(s|m|min|h|d)$")
 _BUCKET_UNITS = {"s": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days"}
@@ -65,6 +66,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     static = resources.files("dashboards") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    # Alert lifecycle, on-call rota and SMS webhooks (issue 5). Included before the routes below
+    # so that its GET /api/v1/alerts/{alert_id} (with checklist, escalation, messages) answers.
+    app.include_router(alerts_router)
+    app.include_router(sms_router)
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
@@ -218,32 +223,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     ) -> list[dict[str, Any]]:
         return conn.execute(queries.DEAD_LETTERS, {"limit": limit}).fetchall()
 
-    @app.post(
-        "/api/v1/devices", tags=["devices"], status_code=201, response_model=DeviceCredentialsOut
-    )
-    def add_device(body: DeviceIn, user: Admin, conn: Conn) -> DeviceCredentialsOut:
-        """Register an oximeter for a patient; its broker password is returned this once."""
-        if not settings.mqtt_admin_url:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                "device provisioning needs OXIMON_MQTT_ADMIN_URL",
-            )
-        try:
-            creds = register_device(
-                conn,
-                settings.mqtt_admin_url,
-                body.patient_id,
-                serial=body.serial,
-                model=body.model,
-                firmware=body.firmware,
-            )
-        except UnknownPatientError as exc:
-            raise HTTPException(422, f"patient_id: {exc}") from exc
-        return DeviceCredentialsOut(
-            device_id=creds.device_id,
-            mqtt_username=creds.username,
-            mqtt_password=creds.password,
-            readings_topic=readings_topic(creds.device_id),
-        )
+    app.include_router(devices_router)
 
     return app

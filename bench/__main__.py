@@ -50,5 +50,19 @@ def clinical(
     main(stable, deteriorating, days, seed, continuous_share, out)
 
 
+@app.command()
+def alerts(
+    rate: Annotated[int, typer.Option(help="background readings/s")] = 5000,
+    duration: Annotated[float, typer.Option(help="seconds of load")] = 30,
+    probes: Annotated[int, typer.Option(help="red readings, one per probe patient")] = 300,
+    devices: int = 2000,
+    out: Path = Path("results"),
+) -> None:
+    """Red reading → alert committed → SMS at the Twilio endpoint, under background load."""
+    from bench.alerts import run
+
+    run(out, rate, duration, probes, devices)
+
+
 if __name__ == "__main__":
     app()

@@ -86,9 +86,10 @@ def create_fleet(database_url: str, devices: int) -> list[str]:
     """`devices` synthetic patients, one registered device each (registry rows only)."""
     ids = [f"bench-{i:06d}" for i in range(devices)]
     with psycopg.connect(database_url) as conn:
+        # Oximeters reporting many times a minute: judged as continuous streams.
         conn.execute(
-            "INSERT INTO patients (display_name) SELECT 'Bench patient ' || g"
-            " FROM generate_series(1, %s) g",
+            "INSERT INTO patients (display_name, schedule) SELECT 'Bench patient ' || g,"
+            ' \'{"kind": "continuous", "max_gap_min": 30}\' FROM generate_series(1, %s) g',
             (devices,),
         )
         conn.execute(

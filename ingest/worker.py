@@ -15,9 +15,10 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -40,14 +41,18 @@ from devices.contract import (
     ReadingPayload,
     decode_readings,
     device_id_from_topic,
+    readings_topic,
 )
+from devices.registry import DEVICE_CHANGES_CHANNEL, Assignment, load_assignments, patient_at
 from ingest import metrics
 from ingest.fastpaho import BufferedClient
 
 log = logging.getLogger("oximon.ingest")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue this long while we are away
-DEVICE_CACHE_TTL_S = 30.0
+# Devices are also forgotten at once when the registry changes them (NOTIFY); patients
+# (thresholds, discharge) are re-read within this long.
+CACHE_TTL_S = 30.0
 TOUCH_EVERY_S = 10.0
 GIL_SWITCH_INTERVAL_S = 0.02
 
@@ -65,6 +70,34 @@ _REBUILD_SQL = (
 )
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _cached(
+    cache: dict[K, tuple[float, V | None]],
+    keys: set[K],
+    load: Callable[[list[K]], dict[K, V | None]],
+) -> dict[K, V | None]:
+    """Entries younger than CACHE_TTL_S from `cache`; the rest loaded in one query."""
+    mono = time.monotonic()
+    found: dict[K, V | None] = {}
+    missing: list[K] = []
+    for key in keys:
+        hit = cache.get(key)
+        if hit is not None and mono - hit[0] < CACHE_TTL_S:
+            found[key] = hit[1]
+        else:
+            missing.append(key)
+    if missing:
+        loaded = load(missing)
+        for key in missing:
+            value = loaded.get(key)
+            cache[key] = (mono, value)
+            found[key] = value
+    return found
+
+
 def _text(value: object) -> str:
     """A nullable number as COPY text."""
     return "\\N" if value is None else str(value)
@@ -73,7 +106,25 @@ def _text(value: object) -> str:
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
     device_id: str
-    patient_id: int | None
+    status: str  # active | retired
+    patient_id: int | None  # wearing it now
+    assignments: tuple[Assignment, ...]  # who wore it when (devices.registry)
+
+    def patient_for(self, measured_at: datetime) -> int | None:
+        """Who wore the device when the reading was measured. Devices registered without an
+        assignment history (rows inserted by hand) belong to their current patient; a reading
+        measured just before the first assignment (the device was set up for that patient, its
+        clock a little behind) belongs to the first wearer."""
+        if not self.assignments:
+            return self.patient_id
+        found = patient_at(self.assignments, measured_at)
+        if found is None and measured_at < self.assignments[0].assigned_at:
+            return self.assignments[0].patient_id
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class PatientInfo:
     active: bool
     profile: Profile
 
@@ -99,6 +150,11 @@ class IngestWorker:
         self._inbox: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._devices: dict[str, tuple[float, DeviceInfo | None]] = {}
+        self._patients: dict[int, tuple[float, PatientInfo | None]] = {}
+        self._invalidations: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._listener = threading.Thread(
+            target=self._listen_for_device_changes, name="ingest-device-changes", daemon=True
+        )
         self._conn: psycopg.Connection[Any] | None = None
         self._touched: dict[str, float] = {}
         self._engine: Engine | None = None
@@ -165,6 +221,7 @@ class IngestWorker:
         # makes them trade it thousands of times a second under load; 20 ms took one worker
         # from 16.2k to 19.9k readings/s here, with p50 latency at 5k/s unchanged (bench).
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        self._listener.start()
         self._writer.start()
         host, port = self._cfg["host"], self._cfg["port"]
         if self.settings.mqtt_protocol == 5:
@@ -328,33 +385,67 @@ class IngestWorker:
     def _lookup_devices(
         self, conn: psycopg.Connection[Any], ids: set[str]
     ) -> dict[str, DeviceInfo | None]:
-        now = time.monotonic()
-        found: dict[str, DeviceInfo | None] = {}
-        missing = []
-        for device_id in ids:
-            cached = self._devices.get(device_id)
-            if cached and now - cached[0] < DEVICE_CACHE_TTL_S:
-                found[device_id] = cached[1]
-            else:
-                missing.append(device_id)
-        if missing:
+        def load(missing: list[str]) -> dict[str, DeviceInfo | None]:
             rows = conn.execute(
-                "SELECT d.id, d.patient_id, d.status = 'active' AND p.status = 'active' AS active,"
-                f" {_PROFILE_COLUMNS}"
-                " FROM devices d LEFT JOIN patients p ON p.id = d.patient_id WHERE d.id = ANY(%s)",
+                "SELECT id, status, patient_id FROM devices WHERE id = ANY(%s)", (missing,)
+            ).fetchall()
+            history = load_assignments(conn, missing)
+            return {
+                r["id"]: DeviceInfo(
+                    r["id"], r["status"], r["patient_id"], tuple(history.get(r["id"], ()))
+                )
+                for r in rows
+            }
+
+        return _cached(self._devices, ids, load)
+
+    def _lookup_patients(
+        self, conn: psycopg.Connection[Any], ids: set[int]
+    ) -> dict[int, PatientInfo | None]:
+        def load(missing: list[int]) -> dict[int, PatientInfo | None]:
+            rows = conn.execute(
+                f"SELECT p.id AS patient_id, p.status = 'active' AS active, {_PROFILE_COLUMNS}"
+                " FROM patients p WHERE p.id = ANY(%s)",
                 (missing,),
             ).fetchall()
-            by_id = {r["id"]: r for r in rows}
-            for device_id in missing:
-                r = by_id.get(device_id)
-                info = None
-                if r is not None:
-                    info = DeviceInfo(
-                        device_id, r["patient_id"], bool(r["active"]), self._profile(r)
-                    )
-                self._devices[device_id] = (now, info)
-                found[device_id] = info
-        return found
+            return {r["patient_id"]: PatientInfo(bool(r["active"]), self._profile(r)) for r in rows}
+
+        return _cached(self._patients, ids, load)
+
+    def _apply_invalidations(self) -> None:
+        """Forget devices the registry changed (moved, retired, revoked …): NOTIFY'd by
+        devices.registry at commit, collected by the listener thread."""
+        while True:
+            try:
+                device_id = self._invalidations.get_nowait()
+            except queue.Empty:
+                return
+            if device_id == "*":
+                self._devices.clear()
+            else:
+                self._devices.pop(device_id, None)
+
+    def _listen_for_device_changes(self) -> None:
+        backoff_s = 0.5
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.settings.database_url, autocommit=True, connect_timeout=5
+                ) as conn:
+                    conn.execute(f"LISTEN {DEVICE_CHANGES_CHANNEL}")
+                    # Changes made while we were not listening are unknown: forget everything.
+                    self._invalidations.put("*")
+                    backoff_s = 0.5
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            try:
+                                self._invalidations.put(json.loads(note.payload)["device_id"])
+                            except (ValueError, KeyError, TypeError):
+                                self._invalidations.put("*")
+            except psycopg.Error:
+                self._invalidations.put("*")
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
 
     def _store(self, batch: list[mqtt.MQTTMessage]) -> None:
         started = time.perf_counter()
@@ -362,13 +453,14 @@ class IngestWorker:
         now = self.clock.now()
         dead: list[tuple[str, bytes, str, str | None]] = []
         decoded: list[tuple[str, ReadingPayload]] = []
-        presence: dict[str, bool] = {}
+        presence: dict[str, tuple[bool, bool]] = {}  # device id -> (online, retained)
         for msg in batch:
             topic = msg.topic
             try:
                 if topic.endswith("/status"):
                     presence[device_id_from_topic(topic, "status")] = (
-                        msg.payload.strip() == b"online"
+                        msg.payload.strip() == b"online",
+                        bool(msg.retain),
                     )
                     continue
                 device_id = device_id_from_topic(topic)
@@ -376,59 +468,75 @@ class IngestWorker:
             except ContractError as exc:
                 dead.append((topic, bytes(msg.payload), str(exc), None))
                 continue
-            for raw, reason in result.rejects:
-                dead.append((topic, raw, reason, device_id))
+            for raw, reject_reason in result.rejects:
+                dead.append((topic, raw, reject_reason, device_id))
             decoded.extend((device_id, r) for r in result.readings)
 
         conn = self._connection()
         with conn.transaction():
+            self._apply_invalidations()
             devices = self._lookup_devices(conn, {d for d, _ in decoded} | set(presence))
-            rows: list[Row] = []
+            # Each reading belongs to the patient who wore the device when it was measured
+            # (a late upload after a move goes to the previous wearer).
+            owners: list[tuple[str, ReadingPayload, int]] = []
+            skew: dict[str, float] = {}
+            future_skew: dict[str, float] = {}  # devices whose clock runs ahead
             for device_id, r in decoded:
                 info = devices.get(device_id)
-                if info is None or info.patient_id is None:
+                reason: str | None = None
+                patient_id: int | None = None
+                if info is None:
+                    reason = "unknown device (not registered)"
+                elif info.status != "active":
+                    reason = "device retired"
+                elif (patient_id := info.patient_for(r.ts)) is None:
+                    reason = "device was not assigned to a patient when this reading was measured"
+                elif r.ts - now > self.max_future:
+                    future_skew[device_id] = (r.ts - now).total_seconds()
+                    reason = (
+                        f"timestamp {r.ts.isoformat()} is more than "
+                        f"{self.settings.ingest_max_future_s} s in the future"
+                    )
+                if reason is not None or patient_id is None:
                     dead.append(
                         (
-                            f"oximon/devices/{device_id}/readings",
+                            readings_topic(device_id),
                             r.model_dump_json().encode(),
-                            "unknown device (not registered)",
+                            reason or "no patient",
                             device_id,
                         )
                     )
                     continue
-                if not info.active:
+                owners.append((device_id, r, patient_id))
+            patients = self._lookup_patients(conn, {pid for _, _, pid in owners})
+            rows: list[Row] = []
+            for device_id, r, patient_id in owners:
+                patient = patients.get(patient_id)
+                if patient is None or not patient.active:
                     dead.append(
                         (
-                            f"oximon/devices/{device_id}/readings",
+                            readings_topic(device_id),
                             r.model_dump_json().encode(),
-                            "device retired or patient discharged",
+                            "patient discharged (monitoring has ended)",
                             device_id,
                         )
                     )
                     continue
-                if r.ts - now > self.max_future:
-                    dead.append(
-                        (
-                            f"oximon/devices/{device_id}/readings",
-                            r.model_dump_json().encode(),
-                            f"timestamp {r.ts.isoformat()} is more than "
-                            f"{self.settings.ingest_max_future_s} s in the future",
-                            device_id,
-                        )
-                    )
-                    continue
+                late = now - r.ts > self.late_after
+                if not late:
+                    skew[device_id] = (r.ts - now).total_seconds()
                 rows.append(
                     Row(
                         r.ts,
                         device_id,
-                        info.patient_id,
+                        patient_id,
                         r.spo2,
                         r.pulse,
                         r.pi,
                         r.quality,
                         r.seq,
                         r.battery,
-                        now - r.ts > self.late_after,
+                        late,
                     )
                 )
 
@@ -462,18 +570,36 @@ class IngestWorker:
                     )
                     .fetchall()
                 )
-                self._touch_devices(conn, rows, now)
+                self._touch_devices(conn, rows, now, skew)
             if dead:
                 with conn.cursor().copy(
                     "COPY dead_letters (received_at, topic, payload, reason, device_id) FROM STDIN"
                 ) as copy:
                     for dead_topic, payload, reason, dead_device in dead:
                         copy.write_row((now, dead_topic, payload, reason, dead_device))
-            if presence:
+            if future_skew:
                 conn.execute(
-                    "UPDATE devices d SET online = v.online FROM unnest(%s::text[], %s::bool[])"
-                    " AS v(id, online) WHERE d.id = v.id",
-                    (list(presence), list(presence.values())),
+                    "UPDATE devices d SET clock_skew_s = v.skew, clock_skew_at = %s"
+                    " FROM unnest(%s::text[], %s::real[]) AS v(id, skew) WHERE d.id = v.id",
+                    (now, list(future_skew), list(future_skew.values())),
+                )
+            if presence:
+                # A retained status re-delivered on subscribe is old news: it sets online but
+                # not last_seen_at.
+                conn.execute(
+                    "UPDATE devices d SET online = v.online,"
+                    " online_changed_at = CASE WHEN d.online IS DISTINCT FROM v.online"
+                    "   THEN %s ELSE d.online_changed_at END,"
+                    " last_seen_at = CASE WHEN v.retained THEN d.last_seen_at ELSE %s END"
+                    " FROM unnest(%s::text[], %s::bool[], %s::bool[]) AS v(id, online, retained)"
+                    " WHERE d.id = v.id",
+                    (
+                        now,
+                        now,
+                        list(presence),
+                        [p[0] for p in presence.values()],
+                        [p[1] for p in presence.values()],
+                    ),
                 )
             # Evaluate only what is new (a redelivered reading was evaluated when first stored),
             # in measured order. Should this transaction fail, the engine has already moved on:
@@ -489,8 +615,8 @@ class IngestWorker:
                     if (row.device_id, row.time) not in new_keys:
                         continue  # the same reading twice in one batch
                     new_keys.discard((row.device_id, row.time))
-                    info = devices[row.device_id]
-                    assert info is not None
+                    patient = patients[row.patient_id]
+                    assert patient is not None
                     decisions += engine.observe(
                         Reading(
                             row.patient_id,
@@ -501,7 +627,7 @@ class IngestWorker:
                             row.late,
                             row.pi,
                         ),
-                        info.profile,
+                        patient.profile,
                         now,
                     )
             if decisions:
@@ -527,9 +653,16 @@ class IngestWorker:
         if dead:
             event(log, "dead_lettered", logging.WARNING, count=len(dead))
 
-    def _touch_devices(self, conn: psycopg.Connection[Any], rows: list[Row], now: datetime) -> None:
-        # Presence is shown to the minute: write each device's last-seen at most every
-        # TOUCH_EVERY_S, not once per batch, to keep the hot path lean.
+    def _touch_devices(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: list[Row],
+        now: datetime,
+        skew: dict[str, float],
+    ) -> None:
+        """Last seen, battery and clock skew (device time minus platform time, from live
+        readings). Shown to the minute: written at most every TOUCH_EVERY_S per device, not
+        once per batch, to keep the hot path lean."""
         mono = time.monotonic()
         latest: dict[str, Row] = {}
         for row in rows:
@@ -541,14 +674,13 @@ class IngestWorker:
             return
         for device_id in latest:
             self._touched[device_id] = mono
+        ids = list(latest)
         conn.execute(
             "UPDATE devices d SET last_seen_at = v.seen,"
-            " battery_pct = COALESCE(v.battery, d.battery_pct)"
-            " FROM unnest(%s::text[], %s::timestamptz[], %s::smallint[]) AS v(id, seen, battery)"
-            " WHERE d.id = v.id",
-            (
-                [r.device_id for r in latest.values()],
-                [now] * len(latest),
-                [r.battery for r in latest.values()],
-            ),
+            " battery_pct = COALESCE(v.battery, d.battery_pct),"
+            " clock_skew_s = COALESCE(v.skew, d.clock_skew_s),"
+            " clock_skew_at = CASE WHEN v.skew IS NULL THEN d.clock_skew_at ELSE v.seen END"
+            " FROM unnest(%s::text[], %s::timestamptz[], %s::smallint[], %s::real[])"
+            " AS v(id, seen, battery, skew) WHERE d.id = v.id",
+            (ids, [now] * len(ids), [latest[i].battery for i in ids], [skew.get(i) for i in ids]),
         )

@@ -89,37 +89,222 @@ def user_add(
     typer.echo(f"user {username} ({role}) created")
 
 
+def _device_settings() -> tuple[Settings, str]:
+    """The settings and the broker administrator's URL that changing credentials needs."""
+    settings = get_settings()
+    if not settings.mqtt_admin_url:
+        typer.echo("OXIMON_MQTT_ADMIN_URL is not set: cannot manage broker credentials", err=True)
+        raise typer.Exit(2)
+    return settings, settings.mqtt_admin_url
+
+
+def _print_credentials(device_id: str, username: str, password: str) -> None:
+    from devices.contract import readings_topic
+
+    typer.echo(
+        f"device_id: {device_id}\nmqtt_username: {username}\n"
+        f"mqtt_password: {password}\nreadings_topic: {readings_topic(device_id)}\n"
+        "(the password is shown only now)"
+    )
+
+
+def _registry_failed(exc: Exception) -> typer.Exit:
+    detail = getattr(exc, "detail", None)
+    typer.echo(detail() if callable(detail) else str(exc), err=True)
+    return typer.Exit(1)
+
+
 @device_app.command("add")
 def device_add(
-    patient: Annotated[int, typer.Option(help="patient id")],
+    patient: Annotated[
+        int | None, typer.Option(help="patient id (omit to register it on the shelf)")
+    ] = None,
     serial: str | None = None,
     model: str | None = None,
     firmware: str | None = None,
+    device_id: Annotated[str | None, typer.Option(help="made up when omitted")] = None,
 ) -> None:
-    """Register an oximeter for a patient; prints its id and broker credentials once."""
-    from devices.registry import UnknownPatientError, register_device
+    """Register an oximeter; prints its id and broker credentials once."""
+    from devices.broker import BrokerError
+    from devices.registry import RegistryError, register_device
 
-    settings = get_settings()
-    if not settings.mqtt_admin_url:
-        typer.echo("OXIMON_MQTT_ADMIN_URL is not set: cannot create broker credentials", err=True)
-        raise typer.Exit(2)
+    settings, admin_url = _device_settings()
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         try:
             creds = register_device(
                 conn,
-                settings.mqtt_admin_url,
+                admin_url,
                 patient,
                 serial=serial,
                 model=model,
                 firmware=firmware,
+                device_id=device_id,
+                now=Clock.from_settings(settings).now(),
             )
-        except UnknownPatientError as exc:
+        except (RegistryError, BrokerError) as exc:
+            raise _registry_failed(exc) from exc
+    _print_credentials(creds.device_id, creds.username, creds.password)
+
+
+@device_app.command("import")
+def device_import(
+    csv_file: Annotated[Path, typer.Argument(help="CSV: serial, model, firmware, patient_id")],
+    credentials: Annotated[
+        Path | None,
+        typer.Option(help="write the new devices' credentials here (mode 600); default: stdout"),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="check every row, register nothing")] = False,
+) -> None:
+    """Register every good row of a roll-out file; report each bad row with its reason.
+
+    Exit status: 0 all rows registered, 1 some rows failed (the others are registered),
+    2 the file could not be read at all."""
+    import os
+
+    from devices.broker import BrokerError
+    from devices.bulk import CsvFormatError, credentials_csv, import_devices
+
+    settings, admin_url = _device_settings()
+    if credentials is not None and credentials.exists():
+        typer.echo(f"{credentials} exists (may hold other passwords): choose a new name", err=True)
+        raise typer.Exit(2)
+    try:
+        data = csv_file.read_bytes()
+    except OSError as exc:
+        typer.echo(f"cannot read {csv_file}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from exc
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        try:
+            report = import_devices(
+                conn,
+                admin_url,
+                data,
+                now=Clock.from_settings(settings).now(),
+                dry_run=dry_run,
+            )
+        except (CsvFormatError, BrokerError) as exc:
             typer.echo(str(exc), err=True)
-            raise typer.Exit(1) from exc
-    typer.echo(
-        f"device_id: {creds.device_id}\nmqtt_username: {creds.username}\n"
-        f"mqtt_password: {creds.password}\n(the password is shown only now)"
-    )
+            raise typer.Exit(2) from exc
+    for failure in report.failed:
+        typer.echo(f"row {failure.row}: {failure.reason}", err=True)
+    if dry_run:
+        typer.echo(
+            f"dry run: {len(report.valid)} rows would be registered, {len(report.failed)} failed",
+            err=True,
+        )
+    else:
+        table = credentials_csv(report)
+        if credentials is None:
+            typer.echo(table, nl=False)
+        else:
+            fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(table)
+        where = f" (credentials in {credentials})" if credentials else ""
+        typer.echo(
+            f"registered {len(report.registered)}, failed {len(report.failed)}{where}", err=True
+        )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@device_app.command("rotate")
+def device_rotate(device_id: str) -> None:
+    """New broker credentials for a device (also after a revoke); the old password stops
+    working at once. Prints them once."""
+    from devices.broker import BrokerError
+    from devices.registry import RegistryError, rotate_credentials
+
+    settings, admin_url = _device_settings()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        try:
+            creds = rotate_credentials(
+                conn, admin_url, device_id, now=Clock.from_settings(settings).now()
+            )
+        except (RegistryError, BrokerError) as exc:
+            raise _registry_failed(exc) from exc
+    _print_credentials(creds.device_id, creds.username, creds.password)
+
+
+@device_app.command("revoke")
+def device_revoke(device_id: str) -> None:
+    """Delete a device's broker credentials (lost or stolen): it is disconnected at once and
+    cannot reconnect until `oximon device rotate` issues new ones."""
+    from devices.broker import BrokerError
+    from devices.registry import RegistryError, revoke_credentials
+
+    settings, admin_url = _device_settings()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        try:
+            revoke_credentials(conn, admin_url, device_id, now=Clock.from_settings(settings).now())
+        except (RegistryError, BrokerError) as exc:
+            raise _registry_failed(exc) from exc
+    typer.echo(f"device {device_id}: credentials revoked, connection dropped")
+
+
+@device_app.command("move")
+def device_move(
+    device_id: str,
+    patient: Annotated[int | None, typer.Option(help="the patient who gets the device")] = None,
+    shelf: Annotated[bool, typer.Option(help="take it back to the shelf instead")] = False,
+) -> None:
+    """Give a device to another patient, or take it back to the shelf. Readings already stored
+    stay with the patient who wore it."""
+    from devices.registry import RegistryError, move_device
+
+    if (patient is None) == (not shelf):
+        typer.echo("give either --patient ID or --shelf", err=True)
+        raise typer.Exit(2)
+    settings = get_settings()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        try:
+            change = move_device(conn, device_id, patient, now=Clock.from_settings(settings).now())
+        except RegistryError as exc:
+            raise _registry_failed(exc) from exc
+    where = f"patient {patient}" if patient is not None else "the shelf"
+    typer.echo(f"device {device_id}: {change}, now with {where}")
+
+
+@device_app.command("retire")
+def device_retire(device_id: str) -> None:
+    """Take a device out of service for good; its broker credentials are deleted."""
+    from devices.broker import BrokerError
+    from devices.registry import RegistryError, retire_device
+
+    settings, admin_url = _device_settings()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        try:
+            retire_device(conn, admin_url, device_id, now=Clock.from_settings(settings).now())
+        except (RegistryError, BrokerError) as exc:
+            raise _registry_failed(exc) from exc
+    typer.echo(f"device {device_id}: retired, credentials deleted")
+
+
+@device_app.command("list")
+def device_list(
+    problem: Annotated[str | None, typer.Option(help="only devices with this problem")] = None,
+    retired: Annotated[bool, typer.Option(help="list retired devices instead")] = False,
+) -> None:
+    """The fleet, most urgent problem first: one line per device."""
+    from devices.fleet import fleet
+
+    settings = get_settings()
+    with psycopg.connect(settings.database_url) as conn:
+        rows = fleet(
+            conn,
+            Clock.from_settings(settings).now(),
+            status="retired" if retired else "active",
+            problem=problem,
+        )
+    for d in rows:
+        seen = d["last_seen_at"].strftime("%Y-%m-%d %H:%M") if d["last_seen_at"] else "never"
+        battery = f"{d['battery_pct']}%" if d["battery_pct"] is not None else "-"
+        online = {True: "online", False: "offline", None: "-"}[d["online"]]
+        kinds = ",".join(p["kind"] for p in d["problems"]) or "ok"
+        typer.echo(
+            f"{d['device_id']:<16} patient={d['patient_id'] or '-':<6} {online:<7} "
+            f"seen={seen:<16} battery={battery:<4} fw={d['firmware'] or '-':<8} {kinds}"
+        )
 
 
 @app.command()
@@ -138,20 +323,15 @@ def ingest() -> None:
 
 @app.command()
 def alerting() -> None:
-    """Run an alerting worker (the notification outbox)."""
-    from alerting.outbox import run_outbox, twilio_sender
+    """Run an alerting worker (escalation timers and the SMS outbox)."""
+    from alerting.config import AlertingSettings
+    from alerting.worker import AlertingWorker, sender_from_settings
     from core.db import make_pool
 
-    settings = get_settings()
+    settings = AlertingSettings()
     logs.setup(settings.log_level)
-    sender = None
-    if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from_number:
-        sender = twilio_sender(
-            settings.twilio_account_sid,
-            settings.twilio_auth_token.get_secret_value(),
-            settings.twilio_from_number,
-        )
-    else:
+    sender = sender_from_settings(settings)
+    if sender is None:
         logs.event(
             logs.logging.getLogger("oximon.alerting"),
             "twilio_not_configured",
@@ -162,7 +342,7 @@ def alerting() -> None:
     _stop_on_signals(stop)
     pool = make_pool(settings, name="oximon-alerting")
     try:
-        run_outbox(pool, Clock.from_settings(settings), sender, stop)
+        AlertingWorker(settings, pool, Clock.from_settings(settings), sender).run(stop)
     finally:
         pool.close()
 

@@ -191,13 +191,80 @@ def dynsec_plugin() -> str:
     raise LocalStackError("mosquitto_dynamic_security.so not found: install the mosquitto package")
 
 
+LOCAL_TLS_HOSTS = ("localhost", "127.0.0.1")
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(  # noqa: S603 - fixed argument lists, no shell
+        [shutil.which("openssl") or "/usr/bin/openssl", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+    )
+    if result.returncode != 0:
+        raise LocalStackError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+
+def make_local_ca(folder: Path, hosts: tuple[str, ...] = LOCAL_TLS_HOSTS) -> None:
+    """A certificate authority for this installation (`ca.crt`, `ca.key`) and a server
+    certificate it signed for `hosts` (`server.crt`, `server.key`), made once with openssl.
+
+    Devices and services trust `ca.crt`. A real deployment replaces `server.crt`/`server.key`
+    (and `ca.crt`, the chain devices check) with its own: the broker reads only those paths.
+    """
+    if all((folder / name).exists() for name in ("ca.crt", "server.crt", "server.key")):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    sans = ",".join(
+        f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in hosts
+    )
+    (folder / "server.ext").write_text(
+        "basicConstraints = critical, CA:FALSE\n"
+        "keyUsage = critical, digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\n"
+        f"subjectAltName = {sans}\n"
+        "subjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid, issuer\n"
+    )
+    # RSA 2048: what the oldest device TLS stacks still accept.
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
+        "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=oximon local CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=folder,
+    )  # fmt: skip
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-keyout", "server.key",
+        "-out", "server.csr", "-subj", f"/CN={hosts[0]}",
+        cwd=folder,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-sha256", "-days", "825", "-extfile", "server.ext",
+        "-out", "server.crt",
+        cwd=folder,
+    )  # fmt: skip
+    for name in ("ca.key", "server.key"):
+        (folder / name).chmod(0o600)
+    (folder / "server.csr").unlink()
+
+
 @dataclass
 class LocalMosquitto:
     """A private broker in `root`: authentication by the dynamic-security plugin, no anonymous
-    access, persistence on (so a restart keeps queued QoS 1 messages and sessions)."""
+    access, persistence on (so a restart keeps queued QoS 1 messages and sessions).
+
+    Two listeners on 127.0.0.1: plain MQTT on `port` (services, the demo, tests) and MQTT over
+    TLS on `tls_port` (as devices connect in production, port 8883 there) with a certificate
+    from this installation's own authority, `ca_path`.
+    """
 
     root: Path
     port: int = 0
+    tls_port: int = 0
     admin_user: str = "oximon-admin"
     admin_password: str = ""
     process: subprocess.Popen[bytes] | None = None
@@ -205,6 +272,19 @@ class LocalMosquitto:
     @property
     def conf(self) -> Path:
         return self.root / "mosquitto.conf"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def ca_path(self) -> Path:
+        """The certificate authority a device (or service) trusts to connect over TLS."""
+        return self.tls_dir / "ca.crt"
+
+    def tls_url(self, username: str, password: str) -> str:
+        """An mqtts:// URL for this broker's TLS listener, trusting the local authority."""
+        return f"mqtts://{username}:{password}@127.0.0.1:{self.tls_port}?cafile={self.ca_path}"
 
     @property
     def admin_url(self) -> str:
@@ -239,7 +319,9 @@ class LocalMosquitto:
                 json.dumps({"admin_password": self.admin_password})
             )
             os.chmod(self.root / "state.json", 0o600)
+        make_local_ca(self.tls_dir)
         self.port = self.port or free_port()
+        self.tls_port = self.tls_port or free_port()
         self.conf.write_text(self._config(dynsec))
         self.launch()
         return self
@@ -250,6 +332,11 @@ class LocalMosquitto:
             "per_listener_settings false",
             "allow_anonymous false",
             f"listener {self.port} 127.0.0.1",
+            f"listener {self.tls_port} 127.0.0.1",
+            f"cafile {self.ca_path}",
+            f"certfile {self.tls_dir / 'server.crt'}",
+            f"keyfile {self.tls_dir / 'server.key'}",
+            "tls_version tlsv1.2",
             f"plugin {dynsec_plugin()}",
             f"plugin_opt_config_file {dynsec}",
             "persistence true",
@@ -279,6 +366,7 @@ class LocalMosquitto:
         )
         (self.root / "mosquitto.pid").write_text(str(self.process.pid))
         wait_for_port(self.port, "Mosquitto")
+        wait_for_port(self.tls_port, "Mosquitto (TLS listener)")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:

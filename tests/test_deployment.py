@@ -365,7 +365,9 @@ def test_mosquitto_config_refuses_anonymous_clients_and_loads_dynamic_security()
         assert any(kept.startswith(v) for v in volumes), f"{kept} is not on a named volume"
     mqtt_url = _environment(_oximon_services()["api"])["OXIMON_MQTT_URL"]
     port = re.search(r"@mosquitto:(\d+)", mqtt_url)[1]
-    assert [listener.split()[0] for listener in options["listener"]] == [port]
+    # The plain listener the services use, and TLS on 8883 for devices.
+    assert sorted(listener.split()[0] for listener in options["listener"]) == sorted({port, "8883"})
+    assert options["certfile"] == ["/mosquitto/certs/server.crt"]
 
 
 # --- the image -----------------------------------------------------------------------------
