@@ -86,6 +86,9 @@ def run_demo(root: Path, patients: int, api_port: int) -> int:
             "\n  oximon demo is starting.\n"
             f"  Dashboard:  http://127.0.0.1:{api_port}/dashboard\n"
             f"  API docs:   http://127.0.0.1:{api_port}/docs\n"
+            f"  MQTT:       mqtt://127.0.0.1:{broker.port} (plain, demo only)\n"
+            f"              mqtts://localhost:{broker.tls_port}  CA {broker.ca_path}\n"
+            "  Device contract and mosquitto_pub examples: devices/README.md\n"
             "  Demo care team (username / password):\n"
             + "".join(f"    {u[0]:<8} {passwords[u[0]]:<14} {u[2]}\n" for u in DEMO_TEAM)
             + f"  {patients} synthetic patients; about one in ten deteriorates, so alerts appear"
