@@ -36,6 +36,7 @@ bench: system venv
 	$(PY) -m bench ingest --rates 20000 --duration 60 --out results/ingest-sustained-1-worker
 	$(PY) -m bench ingest --rates 20000 --duration 60 --workers 2 --out results/ingest-sustained-2-workers
 	$(PY) -m bench clinical
+	$(PY) -m bench alerts
 
 # The clinical benchmark needs no services: the pure engine over a synthetic population.
 bench-clinical: venv

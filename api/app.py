@@ -19,6 +19,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import ConnectionPool
 
 from alerting.lifecycle import AlertNotFoundError, AlertStateError, acknowledge
+from alerting.lifecycle import detail as alert_detail
 from api import queries
 from api.alerts_routes import router as alerts_router
 from api.devices_routes import router as devices_router
@@ -188,14 +189,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             queries.ALERTS, {"status": alert_status, "patient_id": patient_id, "limit": limit}
         ).fetchall()
 
-    @app.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
-    def get_alert(alert_id: int, user: Clinician, conn: Conn) -> dict[str, Any]:
-        row = conn.execute(queries.ALERT, (alert_id,)).fetchone()
-        if row is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert with id {alert_id}")
-        row["history"] = conn.execute(queries.ALERT_EVENTS, (alert_id,)).fetchall()
-        return row
-
     @app.post("/api/v1/alerts/{alert_id}/acknowledge", tags=["alerts"])
     def acknowledge_alert(alert_id: int, user: Clinician, conn: Conn) -> dict[str, Any]:
         """Take the alert: recorded with who and when."""
@@ -205,7 +198,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert with id {alert_id}") from exc
         except AlertStateError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-        return get_alert(alert_id, user, conn)
+        return alert_detail(conn, alert_id, clock.now())
 
     @app.get("/api/v1/notifications", tags=["messaging"])
     def list_notifications(

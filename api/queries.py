@@ -64,16 +64,6 @@ ORDER BY (a.severity = 'red') DESC, a.opened_at DESC
 LIMIT %(limit)s
 """
 
-ALERT = f"""
-SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN users ua ON ua.id = a.acknowledged_by
-WHERE a.id = %s
-"""
-
-ALERT_EVENTS = """
-SELECT e.at, e.action, e.user_id, u.username, e.detail FROM alert_events e
-LEFT JOIN users u ON u.id = e.user_id WHERE e.alert_id = %s ORDER BY e.at, e.id
-"""
-
 NOTIFICATIONS = """
 SELECT id, created_at, channel, recipient, patient_id, alert_id, body, state, attempts, sent_at
 FROM notifications WHERE (%(channel)s::text IS NULL OR channel = %(channel)s)

@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from_number: str | None = None
+    # A Twilio-compatible REST endpoint instead of https://api.twilio.com (a local test server,
+    # an egress proxy). Unset: Twilio itself.
+    twilio_api_url: str | None = None
+    # HTTP timeout of one call to Twilio, seconds.
+    twilio_timeout_s: float = Field(default=10.0, gt=0)
+    # Outgoing SMS: attempts before a message counts as failed (and the escalation moves on).
+    sms_max_attempts: int = Field(default=5, ge=1, le=20)
+    # The API's public base URL (https://oximon.example.kommune.no). Twilio posts status
+    # callbacks to {public_url}/api/v1/sms/status and signs inbound webhooks against it. Unset:
+    # no status callbacks are asked for, and signatures are checked against the request's URL.
+    public_url: str | None = None
 
     timezone: str = "Europe/Oslo"
     log_level: str = "INFO"
