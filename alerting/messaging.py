@@ -191,6 +191,10 @@ _TEXTS: dict[str, dict[str, str]] = {
             "Målinger fra oksymeteret kommer fortsatt fram."
         ),
         "start": "SMS fra oximon er slått på igjen. Send målingen som «95 72».",
+        "reminder": (
+            "Påminnelse fra hjemmesykepleien: vi har ikke fått noen måling fra deg. "
+            "Mål oksygenmetning og puls nå. Ved akutt sykdom ring 113."
+        ),
         "not_saved": (
             "Beklager, målingen kunne ikke lagres nå. Prøv igjen om noen minutter. "
             "Ved akutt sykdom ring 113."
@@ -217,6 +221,10 @@ _TEXTS: dict[str, dict[str, str]] = {
             "Readings from your oximeter still reach us."
         ),
         "start": 'Texts from oximon are on again. Send your reading as "95 72".',
+        "reminder": (
+            "Reminder from your home-care nurses: we have no reading from you. Please measure "
+            "your oxygen level and pulse now. In an emergency call 113."
+        ),
         "not_saved": (
             "Sorry, your reading could not be saved now. Please try again in a few minutes. "
             "In an emergency call 113."

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # no status callbacks are asked for, and signatures are checked against the request's URL.
     public_url: str | None = None
 
+    # The alerting workers' watchdog (missed readings, device health), once a platform minute.
+    alerting_watchdog: bool = True
+
     timezone: str = "Europe/Oslo"
     log_level: str = "INFO"
 

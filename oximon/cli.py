@@ -325,6 +325,7 @@ def ingest() -> None:
 def alerting() -> None:
     """Run an alerting worker (escalation timers and the SMS outbox)."""
     from alerting.config import AlertingSettings
+    from alerting.watchdog import Watchdog
     from alerting.worker import AlertingWorker, sender_from_settings
     from core.db import make_pool
 
@@ -342,7 +343,10 @@ def alerting() -> None:
     _stop_on_signals(stop)
     pool = make_pool(settings, name="oximon-alerting")
     try:
-        AlertingWorker(settings, pool, Clock.from_settings(settings), sender).run(stop)
+        # The watchdog: missed readings (reminder, then an alert) and device health.
+        jobs = [Watchdog(settings.timezone)] if settings.alerting_watchdog else []
+        clock = Clock.from_settings(settings)
+        AlertingWorker(settings, pool, clock, sender, jobs=jobs).run(stop)
     finally:
         pool.close()
 

@@ -8,6 +8,9 @@ ten minutes before the doctor is paged pass in a few wall seconds.
 
 from __future__ import annotations
 
+# These tests run the alerting worker on an accelerated clock with patients who send nothing:
+# its watchdog (missed readings, device health; tests/test_watchdog.py) is switched off here so
+# that the pages counted are the escalation ladder's alone.
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -90,7 +93,9 @@ def test_the_whole_ladder_from_a_red_reading_to_its_resolution(
     ingest,  # noqa: ANN001
     clock: Clock,
 ) -> None:
-    service_factory("alerting", ready="alerting_started", public_url=api_server)
+    service_factory(
+        "alerting", ready="alerting_started", alerting_watchdog=False, public_url=api_server
+    )
     assert settings.mqtt_admin_url
     creds = register_device(db, settings.mqtt_admin_url, patient)
     device = Device(stack.broker.port, creds.username, creds.password)
@@ -162,7 +167,7 @@ def test_a_worker_killed_mid_ladder_resumes_without_sending_anything_twice(
     service_factory,  # noqa: ANN001
     clock: Clock,
 ) -> None:
-    worker = service_factory("alerting", ready="alerting_started")
+    worker = service_factory("alerting", ready="alerting_started", alerting_watchdog=False)
     opened_at = clock.now()
     with db.transaction():
         [applied] = apply_decisions(db, [red(patient, opened_at)], opened_at)
@@ -179,7 +184,7 @@ def test_a_worker_killed_mid_ladder_resumes_without_sending_anything_twice(
     )
     assert twilio.sent_to(DOCTOR) == []
 
-    service_factory("alerting", ready="alerting_started")
+    service_factory("alerting", ready="alerting_started", alerting_watchdog=False)
     twilio.wait_for(to(DOCTOR), what="the doctor's page after the restart")
     # And the ladder goes on from there: at 20 minutes both again and the backup nurse.
     twilio.wait_for(to(NURSE2), timeout_s=30, what="the next round")
@@ -211,7 +216,9 @@ def test_a_failed_delivery_moves_the_escalation_on_to_the_next_person(
     """ "invalid": Twilio refuses the number (400 21211); "undelivered": it accepts the message
     and its status callback later says the handset was unreachable (30003)."""
     twilio.behave(NURSE, failure)
-    service_factory("alerting", ready="alerting_started", public_url=api_server)
+    service_factory(
+        "alerting", ready="alerting_started", alerting_watchdog=False, public_url=api_server
+    )
     opened_at = clock.now()
     with db.transaction():
         [applied] = apply_decisions(db, [red(patient, opened_at)], opened_at)
@@ -242,7 +249,9 @@ def test_several_alerts_for_one_person_at_once_go_out_as_one_message(
     at = clock.now()
     with db.transaction():
         applied = apply_decisions(db, [red(p, at, 85 + i) for i, p in enumerate(patients)], at)
-    service_factory("alerting", ready="alerting_started", public_url=api_server)
+    service_factory(
+        "alerting", ready="alerting_started", alerting_watchdog=False, public_url=api_server
+    )
     [message] = twilio.wait_for(to(NURSE), what="one grouped page")
     ids = sorted(a.alert_id for a in applied)
     assert message.body.startswith("oximon: 3 alerts")

@@ -310,7 +310,9 @@ def test_a_page_goes_through_twilio_and_its_status_callbacks_are_recorded(
     patient: int,
 ) -> None:
     rota(db, now())
-    service_factory("alerting", ready="alerting_started", public_url=api_server)
+    service_factory(
+        "alerting", ready="alerting_started", alerting_watchdog=False, public_url=api_server
+    )
     with db.transaction():
         [applied] = apply_decisions(db, [red(patient, now())], now())
     [message] = twilio.wait_for(lambda ms: ms, what="the nurse's page")
@@ -335,7 +337,7 @@ def test_transient_twilio_errors_are_retried_with_backoff(
 ) -> None:
     rota(db, now())
     twilio.behave(NURSE, transient=2)
-    service_factory("alerting", ready="alerting_started")
+    service_factory("alerting", ready="alerting_started", alerting_watchdog=False)
     with db.transaction():
         apply_decisions(db, [red(patient, now())], now())
     [message] = twilio.wait_for(lambda ms: ms, timeout_s=30, what="the page after two 503s")
@@ -378,7 +380,7 @@ def test_several_alerting_workers_send_each_message_once(
             (number,),
         )
     for _ in range(3):
-        service_factory("alerting", ready="alerting_started")
+        service_factory("alerting", ready="alerting_started", alerting_watchdog=False)
     twilio.wait_for(lambda ms: len(ms) >= 40, what="40 messages")
     wait_state(db, "queued")
     assert sorted(m.to for m in twilio.messages) == numbers
