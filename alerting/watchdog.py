@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from alerting import messaging
 from alerting.escalation import OUTBOX_CHANNEL
-from alerting.health import device_offline, low_battery
+from alerting.health import LOW_BATTERY_PCT, OFFLINE_GRACE, device_offline, low_battery
 from alerting.lifecycle import apply_decisions
 from alerting.rules import Decision
 from alerting.schedule import ALERT, REMIND, ScheduleError, due_checks
@@ -46,9 +46,17 @@ WHERE d.status = 'active' AND p.status = 'active' AND d.id NOT LIKE 'sms-%%'
 class Watchdog:
     """A job for `AlertingWorker(jobs=[Watchdog(tz)])`."""
 
-    def __init__(self, tz: str = "Europe/Oslo", every: timedelta = timedelta(minutes=1)) -> None:
+    def __init__(
+        self,
+        tz: str = "Europe/Oslo",
+        every: timedelta = timedelta(minutes=1),
+        offline_after: timedelta = OFFLINE_GRACE,
+        low_battery_pct: int = LOW_BATTERY_PCT,
+    ) -> None:
         self.tz = tz
         self.every = every
+        self.offline_after = offline_after
+        self.low_battery_pct = low_battery_pct
         self._next: datetime | None = None
 
     def __call__(self, pool: ConnectionPool, clock: Clock) -> int:
@@ -102,8 +110,8 @@ class Watchdog:
             continuous = (d["schedule"] or {}).get("kind") == "continuous"
             for found in (
                 device_offline(d["patient_id"], d["id"], d["online"], d["last_seen_at"], now,
-                               continuous),
-                low_battery(d["patient_id"], d["id"], d["battery_pct"], now),
+                               continuous, self.offline_after),
+                low_battery(d["patient_id"], d["id"], d["battery_pct"], now, self.low_battery_pct),
             ):  # fmt: skip
                 if found is not None:
                     decisions.append(found)

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
 
     # The alerting workers' watchdog (missed readings, device health), once a platform minute.
     alerting_watchdog: bool = True
+    # A continuous oximeter silent (or offline) this long raises an amber device_offline alert.
+    device_offline_after_min: int = Field(default=30, ge=1)
+    # A battery at or below this raises an amber low_battery alert.
+    device_low_battery_pct: int = Field(default=20, ge=0, le=100)
 
     timezone: str = "Europe/Oslo"
     log_level: str = "INFO"

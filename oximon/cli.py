@@ -6,6 +6,7 @@ import getpass
 import signal
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -344,7 +345,12 @@ def alerting() -> None:
     pool = make_pool(settings, name="oximon-alerting")
     try:
         # The watchdog: missed readings (reminder, then an alert) and device health.
-        jobs = [Watchdog(settings.timezone)] if settings.alerting_watchdog else []
+        watchdog = Watchdog(
+            settings.timezone,
+            offline_after=timedelta(minutes=settings.device_offline_after_min),
+            low_battery_pct=settings.device_low_battery_pct,
+        )
+        jobs = [watchdog] if settings.alerting_watchdog else []
         clock = Clock.from_settings(settings)
         AlertingWorker(settings, pool, clock, sender, jobs=jobs).run(stop)
     finally:

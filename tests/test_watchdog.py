@@ -31,9 +31,14 @@ def add_device(db: psycopg.Connection, patient_id: int, **columns: object) -> st
     db.execute(
         "INSERT INTO devices (id, patient_id, online, last_seen_at, battery_pct)"
         " VALUES (%s, %s, %s, %s, %s)",
-        (device_id, patient_id, columns.get("online"), columns.get("last_seen_at"),
-         columns.get("battery_pct")),
-    )  # fmt: skip
+        (
+            device_id,
+            patient_id,
+            columns.get("online"),
+            columns.get("last_seen_at"),
+            columns.get("battery_pct"),
+        ),
+    )
     return device_id
 
 
@@ -51,14 +56,20 @@ def check(db: psycopg.Connection, now: datetime) -> int:
 
 
 def alerts(db: psycopg.Connection) -> list[tuple[str, str]]:
-    return [(r["kind"], r["severity"]) for r in db.execute(
-        "SELECT kind, severity FROM alerts ORDER BY id").fetchall()]  # fmt: skip
+    return [
+        (r["kind"], r["severity"])
+        for r in db.execute("SELECT kind, severity FROM alerts ORDER BY id").fetchall()
+    ]
 
 
 def patient_sms(db: psycopg.Connection) -> list[str]:
-    return [r["body"] for r in db.execute(
-        "SELECT body FROM notifications WHERE channel = 'sms' AND recipient = '+4791000077'"
-        " ORDER BY id").fetchall()]  # fmt: skip
+    return [
+        r["body"]
+        for r in db.execute(
+            "SELECT body FROM notifications WHERE channel = 'sms' AND recipient = '+4791000077'"
+            " ORDER BY id"
+        ).fetchall()
+    ]
 
 
 def test_a_silent_stream_reminds_the_patient_once_then_alerts_the_nurses_once(
@@ -95,8 +106,9 @@ def test_an_offline_device_and_a_flat_battery_raise_amber_device_alerts_never_re
     db: psycopg.Connection,
 ) -> None:
     patient = streaming_patient(db)
-    device = add_device(db, patient, online=False, last_seen_at=NOW - timedelta(minutes=45),
-                        battery_pct=12)  # fmt: skip
+    device = add_device(
+        db, patient, online=False, last_seen_at=NOW - timedelta(minutes=45), battery_pct=12
+    )
     add_reading(db, device, patient, NOW - timedelta(minutes=45))
     check(db, NOW)
     check(db, NOW + timedelta(minutes=2))  # still offline: the open alert is not repeated
@@ -104,8 +116,9 @@ def test_an_offline_device_and_a_flat_battery_raise_amber_device_alerts_never_re
     assert ("device_offline", "amber") in kinds and ("low_battery", "amber") in kinds
     assert kinds.count(("device_offline", "amber")) == 1
     assert all(severity == "amber" for _, severity in kinds)
-    row = db.execute("SELECT reason, reading_count FROM alerts WHERE kind = 'device_offline'"
-                     ).fetchone()  # fmt: skip
+    row = db.execute(
+        "SELECT reason, reading_count FROM alerts WHERE kind = 'device_offline'"
+    ).fetchone()
     assert device in row["reason"] and row["reading_count"] == 1
 
 
@@ -117,3 +130,19 @@ def test_the_running_alerting_service_raises_device_alerts_by_itself(
     add_device(db, patient, online=False, last_seen_at=now - timedelta(hours=2), battery_pct=90)
     service_factory("alerting", ready="event=alerting_started")
     wait_until(lambda: ("device_offline", "amber") in alerts(db), 20, "a device_offline alert")
+
+
+def test_the_offline_and_battery_limits_are_settings_of_the_watchdog(
+    db: psycopg.Connection,
+) -> None:
+    patient = streaming_patient(db)
+    device = add_device(
+        db, patient, online=True, last_seen_at=NOW - timedelta(minutes=12), battery_pct=35
+    )
+    add_reading(db, device, patient, NOW - timedelta(minutes=12))
+    with db.transaction():
+        Watchdog().check(db, NOW)  # defaults: 30 min, 20%
+    assert alerts(db) == []
+    with db.transaction():
+        Watchdog(offline_after=timedelta(minutes=10), low_battery_pct=40).check(db, NOW)
+    assert sorted(alerts(db)) == [("device_offline", "amber"), ("low_battery", "amber")]
