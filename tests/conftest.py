@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from psycopg.rows import dict_row
 
 from api.app import create_app
-from api.security import hash_password
+from api.security import CurrentUser, hash_password, issue_token
 from core.settings import Settings
 from oximon.localstack import LocalMosquitto, LocalPostgres, free_port, start_private_stack
 from tests.helpers import wait_until
@@ -277,3 +277,29 @@ def login(client: TestClient, user: dict[str, object]) -> dict[str, str]:
     )
     assert res.status_code == 200, res.text
     return {"Authorization": f"Bearer {res.json()['access_token']}"}
+
+
+Team = dict[str, dict[str, object]]
+
+
+def bearer(settings: Settings, care_team: Team, role: str) -> dict[str, str]:
+    """The header a login would give (login itself is tested in test_api; argon2 is slow on
+    purpose, so most tests sign the token directly)."""
+    user = CurrentUser(int(care_team[role]["id"]), str(care_team[role]["username"]), role)
+    token = issue_token(settings.jwt_secret.get_secret_value(), user, settings.token_ttl_s)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def nurse(settings: Settings, care_team: Team) -> dict[str, str]:
+    return bearer(settings, care_team, "nurse")
+
+
+@pytest.fixture
+def doctor(settings: Settings, care_team: Team) -> dict[str, str]:
+    return bearer(settings, care_team, "doctor")
+
+
+@pytest.fixture
+def admin(settings: Settings, care_team: Team) -> dict[str, str]:
+    return bearer(settings, care_team, "admin")

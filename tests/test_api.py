@@ -21,28 +21,6 @@ T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 Team = dict[str, dict[str, object]]
 
 
-def bearer(settings: Settings, care_team: Team, role: str) -> dict[str, str]:
-    """The header a login would give (login itself is tested below; argon2 is slow on purpose)."""
-    user = CurrentUser(int(care_team[role]["id"]), str(care_team[role]["username"]), role)
-    token = issue_token(settings.jwt_secret.get_secret_value(), user, settings.token_ttl_s)
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def nurse(settings: Settings, care_team: Team) -> dict[str, str]:
-    return bearer(settings, care_team, "nurse")
-
-
-@pytest.fixture
-def doctor(settings: Settings, care_team: Team) -> dict[str, str]:
-    return bearer(settings, care_team, "doctor")
-
-
-@pytest.fixture
-def admin(settings: Settings, care_team: Team) -> dict[str, str]:
-    return bearer(settings, care_team, "admin")
-
-
 def add_patient(db: psycopg.Connection, name: str) -> int:
     return int(
         db.execute(

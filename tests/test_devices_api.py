@@ -6,28 +6,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.security import CurrentUser, issue_token
-from core.settings import Settings
 from tests.conftest import Stack
 from tests.test_broker_auth import Oximeter
 
 Team = dict[str, dict[str, object]]
-
-
-def bearer(settings: Settings, care_team: Team, role: str) -> dict[str, str]:
-    user = CurrentUser(int(care_team[role]["id"]), str(care_team[role]["username"]), role)
-    token = issue_token(settings.jwt_secret.get_secret_value(), user, settings.token_ttl_s)
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def admin(settings: Settings, care_team: Team) -> dict[str, str]:
-    return bearer(settings, care_team, "admin")
-
-
-@pytest.fixture
-def nurse(settings: Settings, care_team: Team) -> dict[str, str]:
-    return bearer(settings, care_team, "nurse")
 
 
 def second_patient(db: psycopg.Connection) -> int:
