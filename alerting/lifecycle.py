@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from alerting import escalation
-from alerting.messaging import AlertLine, alert_sms
+from alerting.messaging import AlertLine, alert_sms, patient_text
 from alerting.rules import Decision, worst
 
 # Outcomes a nurse closes an alert with (kept in step with the CHECK in migration 0003).
@@ -186,6 +186,8 @@ def apply_decisions(
             else:
                 escalation.cancel_pending(conn, alert.id, now)
                 escalation.rearm_at(conn, alert.id, snooze["until"], now)
+            if getattr(d, "recheck", False) and not history:
+                _ask_patient_to_measure_again(conn, d.patient_id, now)
             notify = True
             payload = {
                 "alert_id": alert.id,
@@ -199,6 +201,30 @@ def apply_decisions(
     if notify:
         conn.execute("SELECT pg_notify(%s, '')", (escalation.OUTBOX_CHANNEL,))
     return applied
+
+
+def _ask_patient_to_measure_again(
+    conn: psycopg.Connection[Any], patient_id: int, now: datetime
+) -> None:
+    """An unconfirmed red spot check: the patient is asked by SMS to rest and measure again
+    (NHS Oximetry @home). A patient who texted the reading already had that advice in the
+    reply; one who texted STOP, or has no phone, gets nothing."""
+    conn.execute(
+        "INSERT INTO notifications (created_at, channel, recipient, patient_id, body,"
+        " next_attempt_at)"
+        " SELECT %(now)s, 'sms', p.phone, p.id, CASE p.language"
+        "   WHEN 'en' THEN %(en)s ELSE %(nb)s END, %(now)s"
+        " FROM patients p WHERE p.id = %(patient_id)s AND p.phone IS NOT NULL"
+        " AND NOT p.sms_opted_out AND NOT EXISTS ("
+        "   SELECT 1 FROM readings r WHERE r.patient_id = p.id AND r.source = 'sms'"
+        "   AND r.time > %(now)s - interval '15 minutes')",
+        {
+            "now": now,
+            "patient_id": patient_id,
+            "en": patient_text("recheck", "en"),
+            "nb": patient_text("recheck", "nb"),
+        },
+    )
 
 
 def _col(row: Any, name: str, index: int) -> Any:

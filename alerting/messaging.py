@@ -191,6 +191,10 @@ _TEXTS: dict[str, dict[str, str]] = {
             "Målinger fra oksymeteret kommer fortsatt fram."
         ),
         "start": "SMS fra oximon er slått på igjen. Send målingen som «95 72».",
+        "recheck": (
+            "Målingen din var lav. Hvil i 5 minutter, varm hånden og mål på nytt. Er du tung i "
+            "pusten, har brystsmerter eller føler deg svært dårlig: ring 113 nå."
+        ),
         "reminder": (
             "Påminnelse fra hjemmesykepleien: vi har ikke fått noen måling fra deg. "
             "Mål oksygenmetning og puls nå. Ved akutt sykdom ring 113."
@@ -221,6 +225,10 @@ _TEXTS: dict[str, dict[str, str]] = {
             "Readings from your oximeter still reach us."
         ),
         "start": 'Texts from oximon are on again. Send your reading as "95 72".',
+        "recheck": (
+            "Your reading was low. Rest for 5 minutes, warm your hand and measure again. If you "
+            "are short of breath, have chest pain or feel very unwell, call 113 now."
+        ),
         "reminder": (
             "Reminder from your home-care nurses: we have no reading from you. Please measure "
             "your oxygen level and pulse now. In an emergency call 113."

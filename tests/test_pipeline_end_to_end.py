@@ -62,14 +62,19 @@ def test_reading_to_alert_to_acknowledgement(
     assert (alert["worst_value"], alert["latest_value"], alert["reading_count"]) == (89, 89, 2)
 
     # The on-call doctor's SMS is in the outbox, and the alerting worker logs it (no Twilio).
-    sms = db.execute("SELECT * FROM notifications WHERE channel = 'sms'").fetchall()
-    assert [m["recipient"] for m in sms] == ["+4799000009"]
-    assert f"ACK {alert['id']}" in sms[0]["body"]
+    # The on-call doctor is paged; the patient (a spot check) is asked to measure again.
+    sms = db.execute("SELECT * FROM notifications WHERE channel = 'sms' ORDER BY id").fetchall()
+    assert sorted(m["recipient"] for m in sms) == ["+4791000001", "+4799000009"]
+    page = next(m for m in sms if m["recipient"] == "+4799000009")
+    assert f"ACK {alert['id']}" in page["body"]
     service_factory("alerting", ready="twilio_not_configured")
     wait_until(
         lambda: (
-            db.execute("SELECT state FROM notifications WHERE channel = 'sms'").fetchone()["state"]
-            == "logged"
+            {
+                r["state"]
+                for r in db.execute("SELECT state FROM notifications WHERE channel = 'sms'")
+            }
+            == {"logged"}
         ),
         what="SMS logged by the alerting worker",
     )
@@ -182,4 +187,26 @@ def test_reading_from_unregistered_device_is_dead_lettered(
     assert dead["reason"] == "unknown device (not registered)"
     assert dead["device_id"] == creds.device_id
     assert db.execute("SELECT count(*) AS n FROM readings").fetchone()["n"] == 0
+    device.close()
+
+
+def test_a_single_low_spot_check_asks_the_patient_to_measure_again(
+    stack: Stack, db: psycopg.Connection, settings: Settings, ingest, care_team, patient: int
+) -> None:
+    from devices.registry import register_device
+
+    # The fixture patient measures spot checks (the default schedule) and reads English.
+    db.execute("UPDATE patients SET language = 'en' WHERE id = %s", (patient,))
+    creds = register_device(db, settings.mqtt_admin_url, patient)
+    device = Device(stack.broker.port, creds.username, creds.password)
+    device.publish(creds.device_id, {"ts": ts(5), "spo2": 89, "pulse": 90})
+    rows = wait_until(
+        lambda: db.execute(
+            "SELECT body FROM notifications WHERE channel = 'sms' AND recipient = '+4791000001'"
+        ).fetchall(),
+        what="an SMS to the patient",
+    )
+    assert len(rows) == 1 and "measure again" in rows[0]["body"]
+    alert = db.execute("SELECT severity, status FROM alerts").fetchone()
+    assert (alert["severity"], alert["status"]) == ("red", "open")  # and the nurses know
     device.close()
