@@ -1,11 +1,8 @@
-"""Settings of the alerting service and the SMS webhooks (now all in `core.settings`)."""
+"""The API's public address, as Twilio's callbacks and signatures need it."""
 
 from __future__ import annotations
 
 from core.settings import Settings
-
-# The alerting settings are fields of the one Settings class; the name stays for its callers.
-AlertingSettings = Settings
 
 
 def public_url(settings: Settings) -> str | None:

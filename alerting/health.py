@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from alerting.rules import Decision
+from devices.health import LOW_BATTERY_PCT, OFFLINE_AFTER
 
 # A continuous oximeter that has said "offline" (its last will) or been silent this long is
-# worth a call (ours). Spot-check devices sleep between checks: missed readings cover them.
-OFFLINE_GRACE = timedelta(minutes=30)
-# Battery at or below this (percent): about a day of continuous use left on common wrist
-# oximeters (ours).
-LOW_BATTERY_PCT = 20
+# worth a call; battery at or below LOW_BATTERY_PCT likewise (ours). One definition, in the
+# device contract, shared with the fleet view. Spot-check devices sleep between checks: missed
+# readings cover them.
+OFFLINE_GRACE = OFFLINE_AFTER
 
 _FLAG_WORDS = {
     "motion": "movement",

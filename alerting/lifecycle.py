@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from alerting import escalation
-from alerting.messaging import AlertLine, alert_sms, patient_text
+from alerting.messaging import patient_text
 from alerting.rules import Decision, worst
 
 # Outcomes a nurse closes an alert with (kept in step with the CHECK in migration 0003).
@@ -229,11 +229,6 @@ def _ask_patient_to_measure_again(
 
 def _col(row: Any, name: str, index: int) -> Any:
     return row[name] if isinstance(row, dict) else row[index]
-
-
-def sms_body(alert_id: int, patient_id: int, severity: str, reason: str) -> str:
-    """The page for one alert (kept for callers of the walking skeleton)."""
-    return alert_sms(AlertLine(alert_id, patient_id, severity, reason))
 
 
 def _event(

@@ -20,11 +20,12 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from alerting import escalation
-from alerting.config import AlertingSettings, public_url
+from alerting.config import public_url
 from alerting.outbox import process_outbox_once
 from alerting.provider import Sender, twilio_sender
 from core.clock import Clock
 from core.logs import event
+from core.settings import Settings
 
 log = logging.getLogger("oximon.alerting")
 
@@ -34,7 +35,7 @@ STATUS_PATH = "/api/v1/sms/status"
 MIN_WAIT_S = 0.05
 
 
-def sender_from_settings(settings: AlertingSettings) -> Sender | None:
+def sender_from_settings(settings: Settings) -> Sender | None:
     """Twilio when it is configured; None keeps messages in the outbox as a log (the demo)."""
     if not (
         settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from_number
@@ -54,7 +55,7 @@ def sender_from_settings(settings: AlertingSettings) -> Sender | None:
 class AlertingWorker:
     def __init__(
         self,
-        settings: AlertingSettings,
+        settings: Settings,
         pool: ConnectionPool,
         clock: Clock,
         sender: Sender | None,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, Field
 
 
@@ -26,9 +24,3 @@ class DeviceCredentialsOut(BaseModel):
     mqtt_username: str
     mqtt_password: str = Field(description="shown once; the platform keeps no copy")
     readings_topic: str
-
-
-class ReadingsQuery(BaseModel):
-    since: datetime | None = None
-    until: datetime | None = None
-    bucket: str | None = None

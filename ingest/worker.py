@@ -605,16 +605,18 @@ class IngestWorker:
             # in measured order. Should this transaction fail, the engine has already moved on:
             # these patients are re-read from what was committed before the retry.
             new_keys = set(inserted)
-            fresh = [r for r in rows if (r.device_id, r.time) in new_keys]
+            fresh = []
+            for row in rows:
+                key = (row.device_id, row.time)
+                if key in new_keys:
+                    new_keys.discard(key)  # the same reading twice in a batch: evaluated once
+                    fresh.append(row)
             fresh.sort(key=lambda r: r.time)
             decisions = []
             if fresh:
                 engine = self._engine_for(conn, now)
                 self._reload_patients.update(r.patient_id for r in fresh)
                 for row in fresh:
-                    if (row.device_id, row.time) not in new_keys:
-                        continue  # the same reading twice in one batch
-                    new_keys.discard((row.device_id, row.time))
                     patient = patients[row.patient_id]
                     assert patient is not None
                     decisions += engine.observe(

@@ -325,12 +325,11 @@ def ingest() -> None:
 @app.command()
 def alerting() -> None:
     """Run an alerting worker (escalation timers and the SMS outbox)."""
-    from alerting.config import AlertingSettings
     from alerting.watchdog import Watchdog
     from alerting.worker import AlertingWorker, sender_from_settings
     from core.db import make_pool
 
-    settings = AlertingSettings()
+    settings = get_settings()
     logs.setup(settings.log_level)
     sender = sender_from_settings(settings)
     if sender is None:

@@ -8,7 +8,6 @@ from typing import Any
 
 import psycopg
 
-from alerting.config import AlertingSettings
 from alerting.rules import Decision
 from core.clock import Clock
 from core.settings import Settings
@@ -35,7 +34,7 @@ class ManualClock(Clock):
         return self.at
 
 
-def twilio_settings(base: Settings, api_url: str, **extra: Any) -> AlertingSettings:
+def twilio_settings(base: Settings, api_url: str, **extra: Any) -> Settings:
     """The session's settings plus Twilio credentials for the local fake at `api_url`."""
     values = base.model_dump()
     values.update(
@@ -45,7 +44,7 @@ def twilio_settings(base: Settings, api_url: str, **extra: Any) -> AlertingSetti
         twilio_api_url=api_url,
         **extra,
     )
-    return AlertingSettings(**values)
+    return Settings(**values)
 
 
 def add_user(

@@ -20,7 +20,6 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from alerting.config import AlertingSettings
 from alerting.lifecycle import apply_decisions
 from core.clock import Clock
 from core.settings import Settings
@@ -50,13 +49,13 @@ def twilio() -> Iterator[FakeTwilio]:
 
 
 @pytest.fixture
-def settings(settings: Settings, twilio: FakeTwilio) -> AlertingSettings:
+def settings(settings: Settings, twilio: FakeTwilio) -> Settings:
     origin = datetime.now(UTC).replace(microsecond=0)
     return twilio_settings(settings, twilio.url, clock_origin=origin, clock_speed=SPEED)
 
 
 @pytest.fixture
-def clock(settings: AlertingSettings) -> Clock:
+def clock(settings: Settings) -> Clock:
     return Clock.from_settings(settings)
 
 
@@ -82,7 +81,7 @@ def page_rows(db: psycopg.Connection, recipient: str) -> list[dict[str, Any]]:
 def test_the_whole_ladder_from_a_red_reading_to_its_resolution(
     stack: Stack,
     db: psycopg.Connection,
-    settings: AlertingSettings,
+    settings: Settings,
     client: TestClient,
     care_team: dict[str, Any],
     team: dict[str, int],

@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alerting import messaging
-from alerting.config import AlertingSettings
 from alerting.lifecycle import apply_decisions
 from core.settings import Settings
 from tests.alerting_support import (
@@ -42,7 +41,7 @@ def twilio() -> Iterator[FakeTwilio]:
 
 
 @pytest.fixture
-def settings(settings: Settings, twilio: FakeTwilio) -> AlertingSettings:
+def settings(settings: Settings, twilio: FakeTwilio) -> Settings:
     return twilio_settings(settings, twilio.url)
 
 
