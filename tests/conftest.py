@@ -162,7 +162,7 @@ def service_factory(settings: Settings, tmp_path: Path) -> Iterator:
 
 @pytest.fixture
 def ingest(service_factory) -> Service:  # noqa: ANN001
-    return service_factory("ingest", ready="event=mqtt_subscribed")
+    return service_factory("ingest", ready='"event": "mqtt_subscribed"')
 
 
 @functools.cache

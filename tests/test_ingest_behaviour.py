@@ -148,7 +148,7 @@ def test_duplicates_are_stored_once_and_counted_in_metrics(
     creds: DeviceCredentials,
 ) -> None:
     port = free_port()
-    worker = service_factory("ingest", ready="event=mqtt_subscribed", metrics_port=port)
+    worker = service_factory("ingest", ready='"event": "mqtt_subscribed"', metrics_port=port)
     device = Device(stack.broker.port, creds.username, creds.password)
     reading = {"ts": ts(30), "spo2": 96, "pulse": 64}
     for _ in range(3):
@@ -179,7 +179,7 @@ def test_two_workers_on_a_shared_subscription_split_the_load_and_store_each_read
     one, two = (
         service_factory(
             "ingest",
-            ready="event=mqtt_subscribed",
+            ready='"event": "mqtt_subscribed"',
             mqtt_client_id=f"w-{port}",
             mqtt_share_group="shared-test",
             metrics_port=port,

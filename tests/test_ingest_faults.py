@@ -102,14 +102,14 @@ def creds(db: psycopg.Connection, settings: Settings, patient: int) -> DeviceCre
 def test_worker_killed_mid_stream_loses_and_doubles_nothing(
     stack: Stack, settings: Settings, service_factory, creds: DeviceCredentials
 ) -> None:
-    worker = service_factory("ingest", ready="event=mqtt_subscribed")
+    worker = service_factory("ingest", ready='"event": "mqtt_subscribed"')
     stream = Stream(stack.broker.port, creds).start()
     wait_until(lambda: count_rows(stack.database_url)[0] > STREAM // 4, 30, "a quarter stored")
     assert worker.process is not None
     worker.process.send_signal(signal.SIGKILL)  # no chance to finish its batch or ack
     worker.process.wait()
     # The same client id: the broker kept its session and redelivers what was not acknowledged.
-    service_factory("ingest", ready="event=mqtt_subscribed")
+    service_factory("ingest", ready='"event": "mqtt_subscribed"')
     stream.finish()
     assert_stored_exactly_once(stack, stream)
 
@@ -117,7 +117,7 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(
 def test_database_down_for_ten_seconds_loses_and_doubles_nothing(
     stack: Stack, settings: Settings, service_factory, creds: DeviceCredentials
 ) -> None:
-    worker = service_factory("ingest", ready="event=mqtt_subscribed")
+    worker = service_factory("ingest", ready='"event": "mqtt_subscribed"')
     stream = Stream(stack.broker.port, creds).start()
     wait_until(lambda: count_rows(stack.database_url)[0] > STREAM // 4, 30, "a quarter stored")
     stack.postgres.stop(mode="fast")
@@ -127,13 +127,13 @@ def test_database_down_for_ten_seconds_loses_and_doubles_nothing(
         stack.postgres.start()
     stream.finish()
     assert_stored_exactly_once(stack, stream)
-    assert "event=store_failed" in worker.log()  # it noticed, retried and resumed by itself
+    assert '"event": "store_failed"' in worker.log()  # it noticed, retried and resumed by itself
 
 
 def test_broker_restart_loses_and_doubles_nothing(
     stack: Stack, settings: Settings, service_factory, creds: DeviceCredentials
 ) -> None:
-    service_factory("ingest", ready="event=mqtt_subscribed")
+    service_factory("ingest", ready='"event": "mqtt_subscribed"')
     stream = Stream(stack.broker.port, creds).start()
     wait_until(lambda: count_rows(stack.database_url)[0] > STREAM // 4, 30, "a quarter stored")
     stack.broker.restart()  # persistence on: sessions and queued messages survive

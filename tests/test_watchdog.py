@@ -128,7 +128,7 @@ def test_the_running_alerting_service_raises_device_alerts_by_itself(
     now = datetime.now(UTC)
     patient = streaming_patient(db, enrolled_at=now - timedelta(days=1))
     add_device(db, patient, online=False, last_seen_at=now - timedelta(hours=2), battery_pct=90)
-    service_factory("alerting", ready="event=alerting_started")
+    service_factory("alerting", ready='"event": "alerting_started"')
     wait_until(lambda: ("device_offline", "amber") in alerts(db), 20, "a device_offline alert")
 
 
