@@ -8,18 +8,17 @@ so); 422 naming the field for bad input.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
-from psycopg.rows import DictRow
-from psycopg_pool import ConnectionPool
+from fastapi import APIRouter, HTTPException, Path, Response, status
 from pydantic import BaseModel, Field
 
 from alerting import escalation, lifecycle, rota
 from alerting.lifecycle import AlertInputError, AlertNotFoundError, AlertStateError
+from api.deps import Conn, Now, Zone
+from api.scope import InScopeAlert, ScopedPatientId, not_found, patient_visible
 from api.security import Admin, Clinician
 from core.clock import Clock
 
@@ -29,31 +28,6 @@ E164 = r"^\+[1-9][0-9]{6,14}$"
 Outcome = Literal[
     "called_stable", "home_visit", "referred_hospital", "admitted", "artefact_false_alarm", "other"
 ]
-
-
-def _conn(request: Request) -> Iterator[Any]:
-    pool: ConnectionPool = request.app.state.pool
-    with pool.connection() as conn:
-        yield conn
-
-
-Conn = Annotated[psycopg.Connection[DictRow], Depends(_conn)]
-
-
-def _clock(request: Request) -> Clock:
-    return request.app.state.clock  # type: ignore[no-any-return]
-
-
-def _timezone(request: Request) -> str:
-    return str(request.app.state.settings.timezone)
-
-
-Now = Annotated[Clock, Depends(_clock)]
-Zone = Annotated[str, Depends(_timezone)]
-
-
-def _not_found(what: str, ident: int) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {what} with id {ident}")
 
 
 # --- alerts -----------------------------------------------------------------------------------
@@ -88,12 +62,12 @@ def _detail(conn: psycopg.Connection[Any], alert_id: int, clock: Clock) -> dict[
     try:
         return lifecycle.detail(conn, alert_id, clock.now())
     except AlertNotFoundError as exc:
-        raise _not_found("alert", alert_id) from exc
+        raise not_found("alert", alert_id) from exc
 
 
 def _guard(exc: Exception, alert_id: int) -> HTTPException:
     if isinstance(exc, AlertNotFoundError):
-        return _not_found("alert", alert_id)
+        return not_found("alert", alert_id)
     if isinstance(exc, AlertStateError):
         return HTTPException(status.HTTP_409_CONFLICT, str(exc))
     return HTTPException(422, str(exc))
@@ -105,13 +79,13 @@ def alert_outcomes(user: Clinician) -> list[dict[str, str]]:
     return [{"outcome": k, "label": v} for k, v in lifecycle.OUTCOMES.items()]
 
 
-@router.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
+@router.get("/api/v1/alerts/{alert_id}", tags=["alerts"], dependencies=[InScopeAlert])
 def alert_detail(alert_id: int, user: Clinician, conn: Conn, clock: Now) -> dict[str, Any]:
     """The alert with its history (who did what, when), checklist, escalation and messages."""
     return _detail(conn, alert_id, clock)
 
 
-@router.post("/api/v1/alerts/{alert_id}/resolve", tags=["alerts"])
+@router.post("/api/v1/alerts/{alert_id}/resolve", tags=["alerts"], dependencies=[InScopeAlert])
 def resolve_alert(
     alert_id: int, body: ResolveIn, user: Clinician, conn: Conn, clock: Now
 ) -> dict[str, Any]:
@@ -125,7 +99,7 @@ def resolve_alert(
     return _detail(conn, alert_id, clock)
 
 
-@router.post("/api/v1/alerts/{alert_id}/checklist", tags=["alerts"])
+@router.post("/api/v1/alerts/{alert_id}/checklist", tags=["alerts"], dependencies=[InScopeAlert])
 def tick_checklist(
     alert_id: int, body: TickIn, user: Clinician, conn: Conn, clock: Now
 ) -> dict[str, Any]:
@@ -137,7 +111,7 @@ def tick_checklist(
     return _detail(conn, alert_id, clock)
 
 
-@router.post("/api/v1/alerts/{alert_id}/snooze", tags=["alerts"])
+@router.post("/api/v1/alerts/{alert_id}/snooze", tags=["alerts"], dependencies=[InScopeAlert])
 def snooze_alert(
     alert_id: int, body: SnoozeIn, user: Clinician, conn: Conn, clock: Now
 ) -> dict[str, Any]:
@@ -146,7 +120,7 @@ def snooze_alert(
         "SELECT patient_id, kind FROM alerts WHERE id = %s", (alert_id,)
     ).fetchone()
     if alert is None:
-        raise _not_found("alert", alert_id)
+        raise not_found("alert", alert_id)
     try:
         lifecycle.snooze(
             conn,
@@ -166,7 +140,7 @@ def snooze_alert(
 
 @router.get("/api/v1/patients/{patient_id}/snoozes", tags=["alerts"])
 def list_snoozes(
-    patient_id: int,
+    patient_id: ScopedPatientId,
     user: Clinician,
     conn: Conn,
     clock: Now,
@@ -177,7 +151,7 @@ def list_snoozes(
 
 @router.post("/api/v1/patients/{patient_id}/snoozes", tags=["alerts"], status_code=201)
 def snooze_patient(
-    patient_id: int, body: PatientSnoozeIn, user: Clinician, conn: Conn, clock: Now
+    patient_id: ScopedPatientId, body: PatientSnoozeIn, user: Clinician, conn: Conn, clock: Now
 ) -> dict[str, Any]:
     """Snooze a patient's alerts of one kind, whether or not one is open now."""
     try:
@@ -192,7 +166,7 @@ def snooze_patient(
             clock.now(),
         )
     except AlertNotFoundError as exc:
-        raise _not_found("active patient", patient_id) from exc
+        raise not_found("active patient", patient_id) from exc
     except AlertInputError as exc:
         raise HTTPException(422, str(exc)) from exc
 
@@ -200,10 +174,15 @@ def snooze_patient(
 @router.delete("/api/v1/snoozes/{snooze_id}", tags=["alerts"], status_code=204)
 def end_snooze(snooze_id: int, user: Clinician, conn: Conn, clock: Now) -> Response:
     """End a snooze now; the alerts it covered are looked at again."""
+    row = conn.execute(
+        "SELECT patient_id FROM alert_snoozes WHERE id = %s", (snooze_id,)
+    ).fetchone()
+    if row is None or not patient_visible(conn, user, row["patient_id"]):
+        raise not_found("active snooze", snooze_id)
     try:
         lifecycle.cancel_snooze(conn, snooze_id, user.id, clock.now())
     except AlertNotFoundError as exc:
-        raise _not_found("active snooze", snooze_id) from exc
+        raise not_found("active snooze", snooze_id) from exc
     return Response(status_code=204)
 
 
@@ -314,7 +293,7 @@ def _save_shift(
     except rota.ShiftError as exc:
         raise HTTPException(422, str(exc)) from exc
     except rota.ShiftNotFoundError as exc:
-        raise _not_found("shift", shift_id or 0) from exc
+        raise not_found("shift", shift_id or 0) from exc
 
 
 @router.get("/api/v1/rota/shifts", tags=["rota"])
@@ -356,7 +335,7 @@ def get_shift(shift_id: int, user: Clinician, conn: Conn, zone: Zone) -> dict[st
     try:
         return rota.get_shift(conn, shift_id, zone)
     except rota.ShiftNotFoundError as exc:
-        raise _not_found("shift", shift_id) from exc
+        raise not_found("shift", shift_id) from exc
 
 
 @router.post("/api/v1/rota/shifts", tags=["rota"], status_code=201)
@@ -377,5 +356,5 @@ def delete_shift(shift_id: int, user: Admin, conn: Conn) -> Response:
     try:
         rota.delete_shift(conn, shift_id)
     except rota.ShiftNotFoundError as exc:
-        raise _not_found("shift", shift_id) from exc
+        raise not_found("shift", shift_id) from exc
     return Response(status_code=204)

@@ -9,21 +9,20 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-import psycopg
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg.rows import DictRow
-from psycopg_pool import ConnectionPool
 
 from alerting.lifecycle import AlertNotFoundError, AlertStateError, acknowledge
 from alerting.lifecycle import detail as alert_detail
 from api import queries
 from api.alerts_routes import router as alerts_router
+from api.deps import Conn
 from api.devices_routes import router as devices_router
 from api.schemas import Token
+from api.scope import InScopeAlert, ScopedPatientId, not_found, teams_of
 from api.security import Admin, Clinician, CurrentUser, issue_token, verify_password
 from api.sms import router as sms_router
 from core.clock import Clock
@@ -32,15 +31,6 @@ from core.settings import Settings
 
 _BUCKET_RE = re.compile(r"^(\d{1,4})\s*(s|m|min|h|d)$")
 _BUCKET_UNITS = {"s": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days"}
-
-
-def _conn(request: Request) -> Any:
-    pool: ConnectionPool = request.app.state.pool
-    with pool.connection() as conn:
-        yield conn
-
-
-Conn = Annotated[psycopg.Connection[DictRow], Depends(_conn)]
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
@@ -106,8 +96,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         return Token(access_token=token, role=user.role, username=user.username)
 
     @app.get("/api/v1/me", tags=["auth"])
-    def me(user: Clinician) -> dict[str, Any]:
-        return {"id": user.id, "username": user.username, "role": user.role}
+    def me(user: Clinician, conn: Conn) -> dict[str, Any]:
+        return {
+            "id": user.id,
+            "username": user.username,
+            "role": user.role,
+            "care_teams": teams_of(conn, user.id),
+        }
 
     @app.get("/api/v1/patients", tags=["patients"])
     def list_patients(
@@ -121,19 +116,20 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     ) -> list[dict[str, Any]]:
         """Patients with their latest reading and most urgent unresolved alert, red first."""
         return conn.execute(
-            queries.PATIENT_LIST, {"status": patient_status, "limit": limit, "offset": offset}
+            queries.PATIENT_LIST,
+            {"status": patient_status, "limit": limit, "offset": offset, "user_id": user.id},
         ).fetchall()
 
     @app.get("/api/v1/patients/{patient_id}", tags=["patients"])
-    def get_patient(patient_id: int, user: Clinician, conn: Conn) -> dict[str, Any]:
+    def get_patient(patient_id: ScopedPatientId, user: Clinician, conn: Conn) -> dict[str, Any]:
         row = conn.execute(queries.PATIENT, (patient_id,)).fetchone()
-        if row is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no patient with id {patient_id}")
+        if row is None:  # discharged and deleted between the guard and here
+            raise not_found("patient", patient_id)
         return row
 
     @app.get("/api/v1/patients/{patient_id}/readings", tags=["readings"])
     def patient_readings(
-        patient_id: int,
+        patient_id: ScopedPatientId,
         user: Clinician,
         conn: Conn,
         since: datetime | None = None,
@@ -142,8 +138,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     ) -> dict[str, Any]:
         """Raw readings in [since, until), or min/mean/max per time bucket."""
-        if conn.execute("SELECT 1 FROM patients WHERE id = %s", (patient_id,)).fetchone() is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no patient with id {patient_id}")
         for name, value in (("since", since), ("until", until)):
             if value is not None and value.tzinfo is None:
                 raise HTTPException(422, f"{name}: needs a UTC offset, e.g. 2026-11-24T08:00:00Z")
@@ -186,10 +180,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[dict[str, Any]]:
         return conn.execute(
-            queries.ALERTS, {"status": alert_status, "patient_id": patient_id, "limit": limit}
+            queries.ALERTS,
+            {"status": alert_status, "patient_id": patient_id, "limit": limit, "user_id": user.id},
         ).fetchall()
 
-    @app.post("/api/v1/alerts/{alert_id}/acknowledge", tags=["alerts"])
+    @app.post("/api/v1/alerts/{alert_id}/acknowledge", tags=["alerts"], dependencies=[InScopeAlert])
     def acknowledge_alert(alert_id: int, user: Clinician, conn: Conn) -> dict[str, Any]:
         """Take the alert: recorded with who and when."""
         try:
@@ -208,7 +203,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """The outbox: every message sent or logged (the demo's SMS log)."""
-        return conn.execute(queries.NOTIFICATIONS, {"channel": channel, "limit": limit}).fetchall()
+        return conn.execute(
+            queries.NOTIFICATIONS, {"channel": channel, "limit": limit, "user_id": user.id}
+        ).fetchall()
 
     @app.get("/api/v1/dead-letters", tags=["operations"])
     def list_dead_letters(

@@ -6,16 +6,16 @@ Reading the fleet is for every clinician; changing it is for administrators.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile, status
 from psycopg.rows import DictRow
-from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
+from api.deps import Conn
+from api.scope import PATIENT_ID_IN_SCOPE, InScopeDevice, patient_visible
 from api.security import Admin, Clinician
 from devices import health
 from devices.broker import BrokerError
@@ -38,15 +38,6 @@ from devices.registry import (
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 MAX_UPLOAD_BYTES = 1_000_000
-
-
-def _conn(request: Request) -> Iterator[psycopg.Connection[DictRow]]:
-    pool: ConnectionPool[psycopg.Connection[DictRow]] = request.app.state.pool
-    with pool.connection() as conn:
-        yield conn
-
-
-Conn = Annotated[psycopg.Connection[DictRow], Depends(_conn)]
 
 
 def _admin_url(request: Request) -> str:
@@ -166,7 +157,7 @@ def list_devices(
         clock_skew_max=timedelta(seconds=clock_skew_max_s),
         window=timedelta(hours=window_h),
     )
-    return fleet(
+    rows = fleet(
         conn,
         _now(request),
         limits,
@@ -174,6 +165,18 @@ def list_devices(
         problem=problem,
         sort=sort,
     )
+    mine = {r["id"] for r in conn.execute(PATIENT_ID_IN_SCOPE, {"user_id": user.id})}
+    return [
+        r
+        for r in rows
+        if r["patient_id"] in mine or (r["patient_id"] is None and user.role == "admin")
+    ]
+
+
+def _check_patient(conn: Conn, user: Admin, patient_id: int | None) -> None:
+    """A device can only be given to a patient of the administrator's own care teams."""
+    if patient_id is not None and not patient_visible(conn, user, patient_id):
+        raise HTTPException(422, f"patient_id: no patient with id {patient_id}")
 
 
 @router.post("", status_code=201, response_model=DeviceCredentialsOut)
@@ -182,6 +185,7 @@ def add_device(
 ) -> DeviceCredentialsOut:
     """Register an oximeter, for a patient or on the shelf; its broker password is returned
     this once."""
+    _check_patient(conn, user, body.patient_id)
     try:
         creds = register_device(
             conn,
@@ -216,7 +220,13 @@ def import_csv(
         raise HTTPException(413, f"file: larger than {MAX_UPLOAD_BYTES} bytes; split it")
     try:
         report = import_devices(
-            conn, admin_url, data, by=user.id, now=_now(request), dry_run=dry_run
+            conn,
+            admin_url,
+            data,
+            by=user.id,
+            now=_now(request),
+            dry_run=dry_run,
+            patient_allowed=lambda pid: patient_visible(conn, user, pid),
         )
     except CsvFormatError as exc:
         raise HTTPException(422, str(exc)) from exc
@@ -251,17 +261,18 @@ def _device_view(conn: psycopg.Connection[DictRow], request: Request, device_id:
     return record
 
 
-@router.get("/{device_id}")
+@router.get("/{device_id}", dependencies=[InScopeDevice])
 def show_device(request: Request, device_id: str, user: Clinician, conn: Conn) -> dict[str, Any]:
     """One device: its record, health, problems and who wore it when."""
     view: dict[str, Any] = _device_view(conn, request, device_id)
     return view
 
 
-@router.post("/{device_id}/move")
+@router.post("/{device_id}/move", dependencies=[InScopeDevice])
 def move(request: Request, device_id: str, body: MoveIn, user: Admin, conn: Conn) -> dict[str, Any]:
     """Give the device to another patient (or from the shelf), or back to the shelf with
     `patient_id: null`. Readings already stored stay with the patient who wore it then."""
+    _check_patient(conn, user, body.patient_id)
     try:
         move_device(conn, device_id, body.patient_id, by=user.id, now=_now(request))
     except RegistryError as exc:
@@ -270,7 +281,9 @@ def move(request: Request, device_id: str, body: MoveIn, user: Admin, conn: Conn
     return view
 
 
-@router.post("/{device_id}/rotate", response_model=DeviceCredentialsOut)
+@router.post(
+    "/{device_id}/rotate", response_model=DeviceCredentialsOut, dependencies=[InScopeDevice]
+)
 def rotate(
     request: Request, device_id: str, user: Admin, conn: Conn, admin_url: AdminUrl
 ) -> DeviceCredentialsOut:
@@ -283,7 +296,7 @@ def rotate(
     return _credentials(creds.device_id, creds.username, creds.password)
 
 
-@router.post("/{device_id}/revoke")
+@router.post("/{device_id}/revoke", dependencies=[InScopeDevice])
 def revoke(
     request: Request, device_id: str, user: Admin, conn: Conn, admin_url: AdminUrl
 ) -> dict[str, Any]:
@@ -297,7 +310,7 @@ def revoke(
     return view
 
 
-@router.post("/{device_id}/retire")
+@router.post("/{device_id}/retire", dependencies=[InScopeDevice])
 def retire(
     request: Request, device_id: str, user: Admin, conn: Conn, admin_url: AdminUrl
 ) -> dict[str, Any]:

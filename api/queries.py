@@ -1,6 +1,8 @@
-"""SQL of the API, in one place."""
+"""SQL of the API, in one place. Every list keeps to the user's care teams (api.scope)."""
 
-PATIENT_LIST = """
+from api.scope import PATIENT_ID_IN_SCOPE, PATIENT_IN_SCOPE
+
+PATIENT_LIST = f"""
 SELECT p.id, p.display_name, p.status, p.language,
        p.spo2_amber_max_pct, p.spo2_red_max_pct,
        r.time AS last_time, r.spo2 AS last_spo2, r.pulse AS last_pulse, r.quality AS last_quality,
@@ -21,13 +23,13 @@ LEFT JOIN LATERAL (
     SELECT online, battery_pct FROM devices
     WHERE patient_id = p.id AND status = 'active' ORDER BY last_seen_at DESC NULLS LAST LIMIT 1
 ) d ON true
-WHERE p.status = %(status)s
+WHERE p.status = %(status)s AND {PATIENT_IN_SCOPE}
 ORDER BY (a.severity = 'red') DESC NULLS LAST, (a.severity = 'amber') DESC NULLS LAST, p.id
 LIMIT %(limit)s OFFSET %(offset)s
 """
 
 PATIENT = """
-SELECT id, display_name, phone, language, spo2_target_min_pct, spo2_target_max_pct,
+SELECT id, display_name, phone, language, care_team_id, spo2_target_min_pct, spo2_target_max_pct,
        spo2_amber_max_pct, spo2_red_max_pct, pulse_red_min_bpm, pulse_red_max_bpm,
        schedule, status, enrolled_at, discharged_at
 FROM patients WHERE id = %s
@@ -60,13 +62,19 @@ SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN users ua ON ua.id = a.acknowledge
 WHERE (%(status)s::text IS NULL OR a.status = %(status)s
        OR (%(status)s = 'unresolved' AND a.status <> 'resolved'))
   AND (%(patient_id)s::bigint IS NULL OR a.patient_id = %(patient_id)s)
+  AND a.patient_id IN ({PATIENT_ID_IN_SCOPE})
 ORDER BY (a.severity = 'red') DESC, a.opened_at DESC
 LIMIT %(limit)s
 """
 
-NOTIFICATIONS = """
+# A message about a patient is in scope with the patient; a message about nobody (a staff
+# notice) with the user it went to.
+NOTIFICATIONS = f"""
 SELECT id, created_at, channel, recipient, patient_id, alert_id, body, state, attempts, sent_at
-FROM notifications WHERE (%(channel)s::text IS NULL OR channel = %(channel)s)
+FROM notifications n WHERE (%(channel)s::text IS NULL OR channel = %(channel)s)
+  AND (n.patient_id IN ({PATIENT_ID_IN_SCOPE})
+       OR (n.patient_id IS NULL AND (n.recipient_user_id = %(user_id)s OR n.alert_id IN (
+           SELECT id FROM alerts WHERE patient_id IN ({PATIENT_ID_IN_SCOPE})))))
 ORDER BY created_at DESC, id DESC LIMIT %(limit)s
 """
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -23,14 +22,14 @@ import paho.mqtt.client as mqtt
 import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from prometheus_client import Counter
-from psycopg.rows import DictRow
-from psycopg_pool import ConnectionPool
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from alerting import inbound, messaging
 from alerting.config import public_url
 from alerting.outbox import record_status
+from api.deps import Conn
+from api.scope import PATIENT_ID_IN_SCOPE
 from api.security import Clinician
 from core.logs import event
 from core.settings import Settings
@@ -46,15 +45,6 @@ REFUSED = Counter(
     ["webhook"],
 )
 PUBLISH_TIMEOUT_S = 5.0
-
-
-def _conn(request: Request) -> Iterator[Any]:
-    pool: ConnectionPool = request.app.state.pool
-    with pool.connection() as conn:
-        yield conn
-
-
-Conn = Annotated[psycopg.Connection[DictRow], Depends(_conn)]
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -188,6 +178,7 @@ def list_inbound(
     """Text messages received from patients and clinicians, newest first."""
     return conn.execute(
         "SELECT id, received_at, patient_id, user_id, body, outcome, reply, detail"
-        " FROM sms_inbound ORDER BY received_at DESC, id DESC LIMIT %s",
-        (limit,),
+        f" FROM sms_inbound WHERE patient_id IN ({PATIENT_ID_IN_SCOPE}) OR user_id = %(user_id)s"
+        " ORDER BY received_at DESC, id DESC LIMIT %(limit)s",
+        {"limit": limit, "user_id": user.id},
     ).fetchall()

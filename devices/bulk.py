@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -170,11 +171,22 @@ def import_devices(
     by: int | None = None,
     now: datetime | None = None,
     dry_run: bool = False,
+    patient_allowed: Callable[[int], bool] | None = None,
 ) -> ImportReport:
     """Register every good row of the file (each in its own transaction, all through one broker
     session) and report the others. With `dry_run`, check every row against the registry and
-    register nothing. Raises CsvFormatError when the file as a whole is unreadable."""
+    register nothing. Rows naming a patient `patient_allowed` refuses (another care team's) fail
+    as an unknown patient would. Raises CsvFormatError when the file as a whole is unreadable."""
     rows, errors = parse_csv(data)
+    if patient_allowed is not None:
+        refused = [
+            r for r in rows if r.patient_id is not None and not patient_allowed(r.patient_id)
+        ]
+        errors = [
+            *errors,
+            *(RowError(r.row, f"patient_id: no patient with id {r.patient_id}") for r in refused),
+        ]
+        rows = [r for r in rows if r not in refused]
     report = ImportReport(failed=list(errors), dry_run=dry_run)
     if dry_run:
         for row in rows:

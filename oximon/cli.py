@@ -74,8 +74,12 @@ def user_add(
     phone: Annotated[str | None, typer.Option(help="E.164, e.g. +4791234567")] = None,
     on_call: Annotated[bool, typer.Option(help="doctor on call (receives red SMS)")] = False,
     password: Annotated[str | None, typer.Option(help="prompted when omitted")] = None,
+    team: Annotated[
+        list[str] | None,
+        typer.Option(help="care team (repeat for several; created if new); default: the first"),
+    ] = None,
 ) -> None:
-    """Create a user."""
+    """Create a user, a member of one or more care teams."""
     from api.security import hash_password
 
     if role not in ("admin", "nurse", "doctor"):
@@ -87,7 +91,24 @@ def user_add(
             " VALUES (%s, %s, %s, %s, %s, %s)",
             (username, name or username, role, hash_password(password), phone, on_call),
         )
-    typer.echo(f"user {username} ({role}) created")
+        for team_name in team or [None]:
+            if team_name is None:
+                conn.execute(
+                    "INSERT INTO user_care_teams (user_id, care_team_id) SELECT u.id,"
+                    " oximon_default_care_team() FROM users u WHERE u.username = %s",
+                    (username,),
+                )
+                continue
+            conn.execute(
+                "INSERT INTO care_teams (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
+                (team_name,),
+            )
+            conn.execute(
+                "INSERT INTO user_care_teams (user_id, care_team_id) SELECT u.id, t.id"
+                " FROM users u, care_teams t WHERE u.username = %s AND t.name = %s",
+                (username, team_name),
+            )
+    typer.echo(f"user {username} ({role}) created, care team(s): {', '.join(team or ['first'])}")
 
 
 def _device_settings() -> tuple[Settings, str]:

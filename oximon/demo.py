@@ -55,6 +55,13 @@ def seed_team(database_url: str, passwords: dict[str, str]) -> None:
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (username) DO NOTHING",
                 (username, name, role, hash_password(passwords[username]), phone, on_call),
             )
+            # The demo site has one care team, the migration's first.
+            conn.execute(
+                "INSERT INTO user_care_teams (user_id, care_team_id)"
+                " SELECT id, oximon_default_care_team() FROM users WHERE username = %s"
+                " ON CONFLICT DO NOTHING",
+                (username,),
+            )
 
 
 def run_demo(root: Path, patients: int, api_port: int) -> int:

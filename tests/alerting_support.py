@@ -60,6 +60,11 @@ def add_user(
         (username, f"Test {username}", role, phone, on_call),
     ).fetchone()
     assert row is not None
+    db.execute(
+        "INSERT INTO user_care_teams (user_id, care_team_id)"
+        " VALUES (%s, oximon_default_care_team())",
+        (row["id"],),
+    )
     return int(row["id"])
 
 

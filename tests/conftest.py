@@ -66,6 +66,8 @@ def db(stack: Stack) -> Iterator[psycopg.Connection]:
     """A connection to a database with empty tables (each test starts clean)."""
     with psycopg.connect(stack.database_url, autocommit=True, row_factory=dict_row) as conn:
         conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        # The migration's first care team stays (patients join it by default); others go.
+        conn.execute("DELETE FROM care_teams WHERE id > (SELECT min(id) FROM care_teams)")
         yield conn
 
 
@@ -172,7 +174,8 @@ def _hash(password: str) -> str:
 
 @pytest.fixture
 def care_team(db: psycopg.Connection) -> dict[str, dict[str, object]]:
-    """An admin, a nurse and an on-call doctor, with their passwords."""
+    """An admin, a nurse and an on-call doctor of the default care team (which the `patient`
+    fixture's patient belongs to), with their passwords."""
     team = {
         "admin": ("admin", None, False),
         "nurse": ("nurse", "+4799000001", False),
@@ -186,6 +189,11 @@ def care_team(db: psycopg.Connection) -> dict[str, dict[str, object]]:
             " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
             (username, f"Test {username}", role, _hash(password), phone, on_call),
         ).fetchone()
+        db.execute(
+            "INSERT INTO user_care_teams (user_id, care_team_id)"
+            " VALUES (%s, oximon_default_care_team())",
+            (row["id"],),
+        )
         out[username] = {"id": row["id"], "username": username, "password": password}
     return out
 

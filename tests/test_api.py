@@ -74,7 +74,12 @@ def test_login_returns_a_bearer_token_with_the_users_role(
     body = res.json()
     assert (body["token_type"], body["role"], body["username"]) == ("bearer", "nurse", "nurse")
     me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
-    assert me.json() == {"id": user["id"], "username": "nurse", "role": "nurse"}
+    assert me.json() == {
+        "id": user["id"],
+        "username": "nurse",
+        "role": "nurse",
+        "care_teams": [{"id": 1, "name": "Hjemmesykepleien"}],
+    }
 
 
 @pytest.mark.parametrize(
