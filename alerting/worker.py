@@ -26,6 +26,7 @@ from alerting.provider import Sender, twilio_sender
 from core.clock import Clock
 from core.logs import event
 from core.settings import Settings
+from core.storage import StorageJob
 
 log = logging.getLogger("oximon.alerting")
 
@@ -66,7 +67,9 @@ class AlertingWorker:
         self.pool = pool
         self.clock = clock
         self.sender = sender
-        self.jobs = list(jobs)
+        # Storage over years (core/storage.py): the licensed edition's policies, or oximon's
+        # own hourly roll-up and drop_chunks; hourly, one worker at a time.
+        self.jobs: list[Job] = [*jobs, StorageJob(settings)]
         self.poll_s = poll_s
         self._listen: psycopg.Connection[tuple[object, ...]] | None = None
 

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     # A battery at or below this raises an amber low_battery alert.
     device_low_battery_pct: int = Field(default=20, ge=0, le=100)
 
+    # Storage over years (core/storage.py). Raw readings older than this many days are
+    # dropped, a whole daily chunk at a time; the hourly summary and alerts stay. Unset: raw
+    # readings are kept for ever.
+    retention_days: int | None = Field(default=None, ge=7)
+    # Timescale licence only: chunks of readings older than this are compressed.
+    compress_after_days: int = Field(default=7, ge=1)
+
     timezone: str = "Europe/Oslo"
     log_level: str = "INFO"
 
