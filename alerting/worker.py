@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from alerting import escalation
+from alerting import escalation, metrics
 from alerting.config import public_url
 from alerting.outbox import process_outbox_once
 from alerting.provider import Sender, twilio_sender
@@ -108,6 +108,8 @@ class AlertingWorker:
             stop.wait(self.poll_s)
 
     def run(self, stop: threading.Event) -> None:
+        # Open alerts, SMS outcomes, the fleet and database size on this process's /metrics.
+        metrics.register(self.settings.database_url)
         event(log, "alerting_started", twilio=self.sender is not None)
         try:
             while not stop.is_set():

@@ -14,7 +14,8 @@ case "${VERSION_CODENAME:-}" in
   *) echo "oximon: unsupported distribution '${PRETTY_NAME:-unknown}' (need Debian 12 or 13)" >&2; exit 1 ;;
 esac
 
-PACKAGES=(python3 python3-venv postgresql-$PG postgresql-client-$PG mosquitto mosquitto-clients openssl chromium)
+# prometheus: for promtool, which the suite runs on deploy/prometheus (config and rule tests).
+PACKAGES=(python3 python3-venv postgresql-$PG postgresql-client-$PG mosquitto mosquitto-clients openssl chromium prometheus)
 if [ "$PG" = 17 ]; then PACKAGES+=(postgresql-17-timescaledb); fi
 
 missing=()
@@ -25,6 +26,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "oximon: installing ${missing[*]}"
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Only promtool is wanted from the prometheus package: where systemd started its server, stop it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled prometheus >/dev/null 2>&1; then
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 # Debian's postgresql package starts a system cluster on 5432; oximon never uses it (it runs

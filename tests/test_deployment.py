@@ -397,3 +397,236 @@ def test_dockerfile_builds_a_non_root_image_of_every_package_from_the_lock() -> 
     assert user not in ("root", "0"), "the services must not run as root"
     assert json.loads(values["ENTRYPOINT"][-1]) == ["oximon"]
     assert "oximon" in pyproject["project"]["scripts"]
+
+
+# --- Prometheus and Grafana ----------------------------------------------------------------
+
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+GRAFANA_DIR = ROOT / "dashboards" / "grafana"
+METRIC_NAME = re.compile(r"\b(oximon_[a-z0-9_]+|up)\b(?!\s*\()")
+
+
+def _mounted_file(service: dict[str, Any], target: str) -> Path:
+    """The repository file a container path of `service` comes from (file or folder mount)."""
+    for source, mount in _mounts(service):
+        if _is_bind(source) and (target == mount or target.startswith(mount.rstrip("/") + "/")):
+            return ROOT / source / target[len(mount) :].lstrip("/")
+    raise AssertionError(f"{target} is not mounted from the repository")
+
+
+def _prometheus_config() -> tuple[dict[str, Any], Path]:
+    prometheus = _services()["prometheus"]
+    flags = dict(a.split("=", 1) for a in _command(prometheus) if a.startswith("--"))
+    path = _mounted_file(prometheus, flags["--config.file"])
+    return yaml.safe_load(path.read_text()), path
+
+
+def _metrics_endpoints() -> dict[str, tuple[str, str]]:
+    """host:port -> (job kind, metrics path) for every oximon service that serves metrics."""
+    endpoints = {}
+    for name, service in _oximon_services().items():
+        env, settings = _service_settings(service)
+        kind = _command(service)[0]
+        if kind == "api":
+            endpoints[f"{name}:{settings.api_port}"] = (kind, "/metrics")
+        elif settings.metrics_port:
+            assert settings.metrics_host == "0.0.0.0", f"{name}: metrics only on loopback"  # noqa: S104
+            endpoints[f"{name}:{settings.metrics_port}"] = (kind, "/metrics")
+    return endpoints
+
+
+def test_prometheus_scrapes_every_oximon_service_where_it_serves_metrics() -> None:
+    from api.app import create_app
+
+    config, _ = _prometheus_config()
+    scraped = {}
+    for job in config["scrape_configs"]:
+        for group in job["static_configs"]:
+            for target in group["targets"]:
+                scraped[target] = job.get("metrics_path", "/metrics")
+    endpoints = _metrics_endpoints()
+    kinds = {kind for kind, _ in endpoints.values()}
+    assert {"ingest", "alerting", "api"} <= kinds, f"services without metrics: {kinds}"
+    for target, (_, path) in endpoints.items():
+        assert scraped.get(target) == path, f"Prometheus does not scrape {target}{path}"
+    oximon_targets = {t for t in scraped if not t.startswith(("127.0.0.1", "localhost"))}
+    assert oximon_targets == set(endpoints), "a scrape target is not a compose service"
+    _, api_settings = _service_settings(_oximon_services()["api"])
+    routes = {getattr(route, "path", None) for route in create_app(api_settings).routes}
+    assert "/metrics" in routes
+
+
+def _promtool() -> str:
+    import shutil
+
+    path = shutil.which("promtool")
+    assert path, "promtool is missing: scripts/install-system.sh installs Debian's prometheus"
+    return path
+
+
+def test_promtool_accepts_the_mounted_config_and_the_alert_rules_pass_their_unit_tests(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    config, path = _prometheus_config()
+    prometheus = _services()["prometheus"]
+    # The config names rule files by their container path: map them back to the repository.
+    config["rule_files"] = [str(_mounted_file(prometheus, f)) for f in config["rule_files"]]
+    for rules in config["rule_files"]:
+        assert Path(rules).is_file(), f"{rules} is not in the repository"
+    local = tmp_path / path.name
+    local.write_text(yaml.safe_dump(config))
+    for args in (
+        ["check", "config", str(local)],
+        ["test", "rules", str(PROMETHEUS_DIR / "rules" / "oximon.rules.test.yml")],
+    ):
+        result = subprocess.run(  # noqa: S603
+            [_promtool(), *args], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}{result.stderr}"
+
+
+def _exported_metric_names() -> set[str]:
+    """Every series name the oximon processes can expose on /metrics."""
+    from prometheus_client import REGISTRY
+
+    import api.sms  # noqa: F401 - registers its counters
+    import ingest.metrics  # noqa: F401
+    from alerting.metrics import FAMILIES
+
+    names = {name for name, _, _ in FAMILIES}
+    for family in REGISTRY.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names |= {family.name + suffix for suffix in ("_bucket", "_sum", "_count")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def _grafana_dashboards() -> dict[str, dict[str, Any]]:
+    files = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+    assert files, "no Grafana dashboard"
+    return {f.name: json.loads(f.read_text()) for f in files}
+
+
+def _expressions() -> list[tuple[str, str]]:
+    """(where, PromQL) of every dashboard panel target and every alert rule."""
+    found = []
+    for name, dashboard in _grafana_dashboards().items():
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                found.append((f"{name}: {panel['title']}", target["expr"]))
+    for rules_file in (PROMETHEUS_DIR / "rules").glob("*.rules.yml"):
+        for group in yaml.safe_load(rules_file.read_text())["groups"]:
+            for rule in group["rules"]:
+                found.append((f"{rules_file.name}: {rule.get('alert')}", rule["expr"]))
+    return found
+
+
+def test_every_metric_in_the_dashboards_and_alert_rules_is_one_the_code_exports() -> None:
+    exported = _exported_metric_names()
+    expressions = _expressions()
+    assert len(expressions) >= 10
+    for where, expr in expressions:
+        # Label values ("oximon-ingest") and label names are not metric names.
+        bare = re.sub(r"\{[^}]*\}", "", re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr))
+        names = set(METRIC_NAME.findall(bare))
+        assert names, f"{where}: no metric in {expr!r}"
+        unknown = names - exported - {"up"}
+        assert not unknown, f"{where}: {sorted(unknown)} not exported by oximon"
+
+
+def test_the_dashboards_cover_what_operators_watch() -> None:
+    text = json.dumps(_grafana_dashboards())
+    for metric in (
+        "oximon_ingest_readings_stored_total",  # ingest rate
+        "oximon_ingest_lag_seconds",  # lag
+        "oximon_ingest_dead_letters_total",  # dead letters by reason
+        "oximon_alerts_unresolved",  # open alerts by severity
+        "oximon_alert_acknowledge_seconds",  # time to acknowledge
+        "oximon_notifications_last_hour",  # SMS delivery
+        "oximon_devices",  # fleet
+        "oximon_database_size_bytes",  # database size
+    ):
+        assert metric in text, f"no panel shows {metric}"
+    rules = {rule for where, _ in _expressions() for rule in [where.split(": ")[-1]]}
+    assert {"IngestStalled", "IngestLagHigh", "DeadLettersRising", "SmsFailing"} <= rules
+
+
+def test_grafana_is_provisioned_from_the_files_the_suite_checks() -> None:
+    grafana = _services()["grafana"]
+    datasources = yaml.safe_load(
+        _mounted_file(grafana, "/etc/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"]
+    [source] = datasources
+    prometheus = _services()["prometheus"]
+    container_ports = {str(p).rsplit(":", 1)[-1] for p in prometheus.get("ports") or []}
+    host, port = re.fullmatch(r"http://([\w-]+):(\d+)", source["url"]).groups()
+    assert host == "prometheus" and port in container_ports
+    assert "prometheus" in grafana["depends_on"]
+    providers = yaml.safe_load(
+        _mounted_file(grafana, "/etc/grafana/provisioning/dashboards/oximon.yml").read_text()
+    )["providers"]
+    folder = _mounted_file(grafana, providers[0]["options"]["path"])
+    assert folder == GRAFANA_DIR / "dashboards", folder
+    for name, dashboard in _grafana_dashboards().items():
+        for panel in dashboard["panels"]:
+            uids = {panel["datasource"]["uid"]} | {t["datasource"]["uid"] for t in panel["targets"]}
+            assert uids == {source["uid"]}, f"{name}: {panel['title']} uses {uids}"
+    assert "GF_SECURITY_ADMIN_PASSWORD" in _environment(grafana)
+
+
+def test_the_database_metrics_report_alerts_sms_fleet_and_size_from_the_real_schema(
+    stack: Any, db: Any, patient: int
+) -> None:
+    from alerting.metrics import DatabaseCollector
+
+    db.execute(
+        "INSERT INTO alerts (patient_id, kind, severity, opened_at, updated_at, reason,"
+        " status, acknowledged_at) VALUES"
+        " (%s, 'spo2_low', 'red', now() - interval '10 minutes', now(), 'r', 'acknowledged',"
+        "  now() - interval '7 minutes'),"
+        " (%s, 'trend', 'amber', now(), now(), 'a', 'open', NULL)",
+        (patient, patient),
+    )
+    db.execute(
+        "INSERT INTO notifications (created_at, channel, recipient, body, state, next_attempt_at)"
+        " VALUES (now(), 'sms', '+4799000001', 'x', 'failed', now()),"
+        " (now(), 'sms', '+4799000002', 'x', 'delivered', now())"
+    )
+    db.execute(
+        "INSERT INTO devices (id, patient_id, online, last_seen_at) VALUES"
+        " ('ox-m-1', %s, true, now()), ('ox-m-2', NULL, NULL, NULL)",
+        (patient,),
+    )
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in DatabaseCollector(stack.database_url).collect()
+        for s in family.samples
+    }
+    assert samples[("oximon_database_up", ())] == 1
+    assert (
+        samples[("oximon_alerts_unresolved", (("severity", "red"), ("status", "acknowledged")))]
+        == 1
+    )
+    assert samples[("oximon_alerts_unresolved", (("severity", "amber"), ("status", "open")))] == 1
+    ack = samples[("oximon_alert_acknowledge_seconds", (("quantile", "0.5"), ("severity", "red")))]
+    assert ack == 180
+    sms = (("channel", "sms"), ("state", "failed"))
+    assert samples[("oximon_notifications_last_hour", sms)] == 1
+    assert samples[("oximon_devices", (("state", "online"),))] == 1
+    assert samples[("oximon_devices", (("state", "never_seen"),))] == 1
+    assert samples[("oximon_database_size_bytes", ())] > 1_000_000
+    assert samples[("oximon_table_size_bytes", (("table", "readings"),))] > 0
+
+
+def test_the_database_metrics_say_so_when_the_database_is_unreachable() -> None:
+    from alerting.metrics import DatabaseCollector
+    from oximon.localstack import free_port
+
+    collector = DatabaseCollector(f"postgresql://oximon@127.0.0.1:{free_port()}/x", timeout_s=1)
+    [family] = list(collector.collect())
+    assert (family.name, family.samples[0].value) == ("oximon_database_up", 0)
