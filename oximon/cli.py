@@ -393,28 +393,74 @@ def api() -> None:
 
 @app.command()
 def simulate(
-    patients: Annotated[int, typer.Option(min=1, help="number of simulated devices")] = 50,
-    interval: Annotated[float, typer.Option(min=0.05, help="seconds between readings")] = 5.0,
-    deteriorating: Annotated[float, typer.Option(min=0, max=1, help="share that worsens")] = 0.1,
+    scenario: Annotated[
+        Path | None, typer.Option(help="a scenario file (YAML); options given here win")
+    ] = None,
+    patients: Annotated[int | None, typer.Option(min=0, help="simulated oximeters [50]")] = None,
+    spot_share: Annotated[
+        float | None, typer.Option(min=0, max=1, help="share doing spot checks, not streams [0]")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(min=0.05, help="seconds between stream readings [1–5 each]")
+    ] = None,
+    deteriorating: Annotated[
+        float | None, typer.Option(min=0, max=1, help="share that deteriorates [0.1]")
+    ] = None,
+    patterns: Annotated[
+        str | None,
+        typer.Option(
+            help="deteriorations, comma-separated: slow_decline, fast_fall, sudden,"
+            " silent_hypoxia, recovery [sudden]"
+        ),
+    ] = None,
+    onset_within: Annotated[
+        float | None, typer.Option(help="deteriorations start within these platform minutes [2]")
+    ] = None,
+    sms: Annotated[int | None, typer.Option(min=0, help="patients texting spot checks [0]")] = None,
+    sms_url: Annotated[
+        str | None, typer.Option(help="the API's address for the SMS webhook [public URL]")
+    ] = None,
+    duplicate_rate: Annotated[float | None, typer.Option(help="fault: readings sent twice")] = None,
+    malformed_rate: Annotated[float | None, typer.Option(help="fault: malformed payloads")] = None,
+    clock_skew_share: Annotated[
+        float | None, typer.Option(help="fault: share of devices with a wrong clock")
+    ] = None,
+    clock_skew_min: Annotated[float | None, typer.Option(help="… wrong by minutes [7]")] = None,
+    battery_drain_pct_per_h: Annotated[
+        float | None, typer.Option(help="fault: batteries drain, never charged")
+    ] = None,
+    offline_share: Annotated[
+        float | None, typer.Option(help="fault: share of devices losing the network once")
+    ] = None,
+    offline_after_min: Annotated[float | None, typer.Option(help="… after minutes [5]")] = None,
+    offline_for_min: Annotated[float | None, typer.Option(help="… for minutes [20]")] = None,
+    storm_at_min: Annotated[
+        str | None, typer.Option(help="fault: every device reconnects at once at wall minutes")
+    ] = None,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
-    seed: int = 1,
+    seed: Annotated[int | None, typer.Option(help="random seed [1]")] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="write the run's ground truth here (.json or .csv)")
+    ] = None,
 ) -> None:
-    """Publish plausible readings for N simulated oximeters (synthetic patients)."""
-    from simulator.fleet import Fleet, ensure_fleet
+    """Simulated oximeters (MQTT) and SMS patients on the platform clock, with faults on request.
 
+    Prints progress every 5 s; with --truth writes who deteriorated, how and when."""
+    from simulator.run import ScenarioError, load_scenario
+    from simulator.run import run as run_simulation
+
+    overrides = {k: v for k, v in locals().items() if k != "scenario"}
+    overrides["truth"] = str(truth) if truth else None
     settings = get_settings()
     logs.setup(settings.log_level)
-    if not settings.mqtt_admin_url:
-        typer.echo(
-            "OXIMON_MQTT_ADMIN_URL is needed to give simulated devices credentials", err=True
-        )
-        raise typer.Exit(2)
-    devices = ensure_fleet(settings.database_url, settings.mqtt_admin_url, patients)
-    mqtt_url = settings.mqtt_url
-    fleet = Fleet(mqtt_url, devices, Clock.from_settings(settings), interval, deteriorating, seed)
     stop = threading.Event()
     _stop_on_signals(stop)
-    fleet.run(stop, duration)
+    try:
+        plan = load_scenario(scenario, overrides)  # type: ignore[arg-type]
+        run_simulation(settings, plan, stop, echo=lambda line: typer.echo(line))
+    except ScenarioError as exc:
+        typer.echo(f"simulate: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command()

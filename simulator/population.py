@@ -3,9 +3,15 @@
 Stable patients with the artefacts real home oximetry has (movement, a finger out, cold hands,
 noise, whole-number rounding, a lower SpO2 and pulse asleep, brief dips in sleep) and
 deteriorating patients with a known onset: a slow decline over days, a faster fall over hours,
-a sudden desaturation, and silent hypoxia (a fall with no rise in pulse). Each patient is spot
-checks (three a day at set local times, each a single reading from a device or an SMS) or a
-continuous stream (a reading every few seconds, with gaps, and offline spells uploaded late).
+a sudden desaturation, silent hypoxia (a fall with no rise in pulse), and a fall that recovers
+after treatment. Each patient is spot checks (three a day at set local times, each a single
+reading from a device or an SMS; people are late and sometimes forget) or a continuous stream (a
+reading every 1–5 seconds, with gaps, and offline spells uploaded late).
+
+One physiology for everything that simulates a patient: the clinical benchmark runs it through
+the pure engine in bulk, the live fleet (`simulator.fleet`, `oximon simulate`, the demo) plays the
+same readings out on the platform clock over MQTT. Time is seconds after START (a Monday, local
+midnight in Oslo); a live run maps the platform's "now" onto that axis with `t_of`.
 
 The numbers are plausible rather than fitted to a cohort; each is named below so a clinician
 can argue with it.
@@ -14,7 +20,7 @@ can argue with it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -35,9 +41,16 @@ FAST_FALL = "fast_fall"  # 8–14 points over 3–8 hours
 SUDDEN = "sudden"  # 7–12 points within minutes (a clot, a plugged airway)
 SILENT_HYPOXIA = "silent_hypoxia"  # 7–12 points over 12–36 hours, pulse unchanged
 DETERIORATIONS = (SLOW_DECLINE, FAST_FALL, SUDDEN, SILENT_HYPOXIA)
+# A fast fall (8–14 points over 3–8 hours) treated 2–6 hours after it reaches its lowest, then
+# back to baseline over 6–24 hours (oxygen, antibiotics). Not in DETERIORATIONS: the clinical
+# benchmark's population is unchanged by it; ask for it with `patterns=`.
+RECOVERY = "recovery"
+PATTERNS = (*DETERIORATIONS, RECOVERY)
 
-STREAM_PERIOD_S = 4.0  # a continuous oximeter reports every 4 s
+STREAM_PERIOD_S = 4.0  # a continuous oximeter reports every 4 s (the default; 1–5 s live)
 SPOT_TIMES_H = (8.0, 14.0, 20.0)  # local times of the three daily spot checks
+SPOT_ON_TIME = 0.94  # share of scheduled spot checks taken near the time; the rest forgotten
+SPOT_LATE_MIN = (5.0, 20.0, -45.0, 55.0)  # lateness: mean, sd, clipped to [lo, hi] minutes
 SLEEP_H = (23.0, 7.0)  # local hours asleep
 
 
@@ -72,6 +85,9 @@ class Patient:
     fall_s: float = 0.0
     pulse_per_pct: float = 2.0  # compensatory rise in pulse per point of SpO2 lost
     seed: int = 0
+    period_s: float = STREAM_PERIOD_S  # seconds between stream readings
+    recover_s: float | None = None  # seconds after START when treatment starts to work
+    recover_over_s: float = 0.0  # how long the way back to baseline takes
     _wander: np.ndarray = field(default_factory=lambda: np.zeros(1), repr=False)
 
     WANDER_STEP_S = 300.0
@@ -108,6 +124,9 @@ class Patient:
         if self.onset_s is None:
             return np.zeros_like(t_s)
         x = np.clip((t_s - self.onset_s) / max(self.fall_s, 1.0), 0.0, 1.0)
+        if self.recover_s is not None:
+            back = np.clip((t_s - self.recover_s) / max(self.recover_over_s, 1.0), 0.0, 1.0)
+            x = x * (1.0 - back)
         return self.fall_pct * x
 
     def true_spo2(self, t_s: np.ndarray) -> np.ndarray:
@@ -123,6 +142,37 @@ class Patient:
         below = np.nonzero(self.true_spo2(t) <= self.red_level_pct)[0]
         return float(t[below[0]]) if len(below) else None
 
+    def recovered_s(self) -> float | None:
+        """Ground truth: when the true SpO2 is back above the red band after treatment."""
+        if self.recover_s is None:
+            return None
+        t = np.arange(self.recover_s, self.days * DAY_S, 30.0)
+        above = np.nonzero(self.true_spo2(t) > self.red_level_pct)[0]
+        return float(t[above[0]]) if len(above) else None
+
+    def ground_truth(self) -> dict[str, object]:
+        """What truly happened to this patient, for a benchmark to score alerts against.
+        Times are seconds after START (None: it never happened in the run)."""
+        nadir: float | None = None
+        if self.onset_s is not None:
+            t = np.arange(self.onset_s, self.days * DAY_S, 30.0)
+            nadir = round(float(self.true_spo2(t).min()), 1) if len(t) else None
+        return {
+            "pattern": self.scenario,
+            "mode": self.mode,
+            "copd": self.copd,
+            "baseline_spo2_pct": round(self.baseline_spo2_pct, 1),
+            "baseline_pulse_bpm": round(self.baseline_pulse_bpm, 1),
+            "red_max_pct": self.profile().spo2_red_max_pct,
+            "onset_s": self.onset_s,
+            "fall_pct": round(self.fall_pct, 2),
+            "fall_s": self.fall_s,
+            "nadir_true_spo2_pct": nadir,
+            "red_cross_s": self.red_cross_s(),
+            "recover_s": self.recover_s,
+            "recovered_s": self.recovered_s(),
+        }
+
     def true_pulse(self, t_s: np.ndarray) -> np.ndarray:
         sleep = np.where(self.asleep(t_s), 8.0, 0.0)
         rise = 0.0 if self.scenario == SILENT_HYPOXIA else self.pulse_per_pct
@@ -135,25 +185,36 @@ def _utc_offset_s() -> float:
 
 
 def sample_population(
-    stable: int, deteriorating: int, days: float, seed: int, continuous_share: float = 0.3
+    stable: int,
+    deteriorating: int,
+    days: float,
+    seed: int,
+    continuous_share: float = 0.3,
+    patterns: Sequence[str] = DETERIORATIONS,
 ) -> list[Patient]:
-    """`stable` patients for `days` days and `deteriorating` ones, each deterioration kind in
-    turn, spot and continuous alternating."""
+    """`stable` patients for `days` days and `deteriorating` ones, each pattern in turn, spot
+    and continuous alternating after each round of patterns."""
     rng = np.random.default_rng(seed)
+    unknown = set(patterns) - set(PATTERNS)
+    if unknown or not patterns:
+        raise ValueError(f"unknown deterioration pattern(s) {sorted(unknown)}; known: {PATTERNS}")
+    k = len(patterns)
     out: list[Patient] = []
     pid = 0
     for i in range(stable + deteriorating):
         pid += 1
         deteriorating_one = i >= stable
-        scenario = DETERIORATIONS[(i - stable) % 4] if deteriorating_one else STABLE
+        scenario = patterns[(i - stable) % k] if deteriorating_one else STABLE
         if deteriorating_one:
-            mode = CONTINUOUS if ((i - stable) // 4) % 2 else SPOT
+            mode = CONTINUOUS if ((i - stable) // k) % 2 else SPOT
         else:
             mode = CONTINUOUS if rng.random() < continuous_share else SPOT
         copd = bool(rng.random() < 0.2)
         base = float(rng.uniform(89.0, 92.5) if copd else rng.uniform(95.5, 98.5))
         onset_s: float | None = None
         fall_pct = fall_s = 0.0
+        recover_s: float | None = None
+        recover_over_s = 0.0
         span_days = days
         if deteriorating_one:
             # Three to five ordinary days first, so the personal baseline is known; the run
@@ -165,9 +226,14 @@ def sample_population(
                 fall_pct, fall_s = float(rng.uniform(8, 14)), float(rng.uniform(3, 8)) * 3600
             elif scenario == SUDDEN:
                 fall_pct, fall_s = float(rng.uniform(7, 12)), float(rng.uniform(2, 10)) * 60
-            else:
+            elif scenario == SILENT_HYPOXIA:
                 fall_pct, fall_s = float(rng.uniform(7, 12)), float(rng.uniform(12, 36)) * 3600
-            span_days = (onset_s + fall_s) / DAY_S + 1.5
+            else:  # RECOVERY
+                fall_pct, fall_s = float(rng.uniform(8, 14)), float(rng.uniform(3, 8)) * 3600
+                recover_s = onset_s + fall_s + float(rng.uniform(2, 6)) * 3600
+                recover_over_s = float(rng.uniform(6, 24)) * 3600
+            end_s = onset_s + fall_s if recover_s is None else recover_s + recover_over_s
+            span_days = end_s / DAY_S + 1.5
         p = Patient(
             patient_id=pid,
             scenario=scenario,
@@ -184,6 +250,8 @@ def sample_population(
             fall_s=fall_s,
             pulse_per_pct=float(rng.uniform(1.5, 3.0)),
             seed=int(rng.integers(1 << 31)),
+            recover_s=recover_s,
+            recover_over_s=recover_over_s,
         )
         out.append(p)
     return out
@@ -221,6 +289,17 @@ def spot_reading(p: Patient, rng: np.random.Generator, t_s: float) -> SimReading
     )
 
 
+def spot_times(p: Patient, rng: np.random.Generator, from_s: float = 0.0) -> Iterator[float]:
+    """When the patient actually measures: near each scheduled slot, mostly a little late
+    (SPOT_LATE_MIN), and now and then not at all (1 - SPOT_ON_TIME), from `from_s` on."""
+    mean, sd, lo, hi = SPOT_LATE_MIN
+    for slot in spot_slots(p):
+        on_time = rng.random() < SPOT_ON_TIME
+        t = slot + float(np.clip(rng.normal(mean, sd), lo, hi)) * 60.0
+        if on_time and from_s <= t < p.days * DAY_S:
+            yield t
+
+
 def spot_slots(p: Patient) -> Iterator[float]:
     """The scheduled local times of the spot checks, as seconds after START."""
     offset = _utc_offset_s()
@@ -246,21 +325,30 @@ class StreamChunk:
 
 
 def stream_day(p: Patient, rng: np.random.Generator, day: int) -> StreamChunk:
-    """Readings every STREAM_PERIOD_S for one day, with artefacts and gaps."""
+    """Readings every `p.period_s` for one day, with artefacts and gaps."""
     a = day * DAY_S
     b = min((day + 1) * DAY_S, p.days * DAY_S)
-    t = np.arange(a, b, STREAM_PERIOD_S)
+    return stream_window(p, rng, a, b, offline_chance=0.25)
+
+
+def stream_window(
+    p: Patient, rng: np.random.Generator, a: float, b: float, offline_chance: float | None = None
+) -> StreamChunk:
+    """Readings every `p.period_s` from `a` to `b` (seconds after START), with artefacts, gaps
+    and at most one offline spell (by default a chance of a quarter a day, pro rata)."""
+    t = np.arange(a, b, p.period_s)
     n = len(t)
     asleep = p.asleep(t)
     spo2 = p.true_spo2(t)
     pulse = p.true_pulse(t)
     # Brief true dips in sleep (apnoea-like): 3–8 points, at most about 40 s below the start
     # level's red band, quality ok. Must not page.
-    for centre in _spaced(_events(rng, t, asleep, p.apnoea_per_h), 180.0):
+    period = p.period_s
+    for centre in _spaced(_events(rng, t, asleep, p.apnoea_per_h, period), 180.0):
         width = rng.uniform(6.0, 15.0)
         spo2 -= rng.uniform(3.0, 8.0) * np.exp(-0.5 * ((t - centre) / width) ** 2)
     # Activity bursts while awake: pulse up 10–35/min for 2–10 min.
-    for start in _spaced(_events(rng, t, ~asleep, 1.0), 600.0):
+    for start in _spaced(_events(rng, t, ~asleep, 1.0, period), 600.0):
         active = (t >= start) & (t < start + rng.uniform(120.0, 600.0))
         pulse[active] += rng.uniform(10.0, 35.0)
     # Device noise: correlated over a few readings (the oximeter averages), sd 0.6 points.
@@ -270,7 +358,7 @@ def stream_day(p: Patient, rng: np.random.Generator, day: int) -> StreamChunk:
     pi = rng.lognormal(math.log(3.0), 0.4, n) if p.reports_pi else None
     # Movement: about 1.5 episodes an hour awake, 5–120 s; SpO2 falls away, pulse jumps;
     # the device flags 85% of those readings, the rest pass as "ok".
-    for start in _events(rng, t, ~asleep, 1.5):
+    for start in _events(rng, t, ~asleep, 1.5, period):
         span = np.nonzero((t >= start) & (t < start + rng.lognormal(math.log(20.0), 0.8)))[0]
         if len(span) == 0:
             continue
@@ -280,7 +368,7 @@ def stream_day(p: Patient, rng: np.random.Generator, day: int) -> StreamChunk:
         quality[flagged] = "motion"
     # Cold hands: about once a day awake, 5–40 min; readings a little low, perfusion index low;
     # half flagged low_perfusion by the device.
-    for start in _events(rng, t, ~asleep, 1.0 / 16.0):
+    for start in _events(rng, t, ~asleep, 1.0 / 16.0, period):
         span = np.nonzero((t >= start) & (t < start + rng.uniform(300.0, 2400.0)))[0]
         spo2[span] -= rng.uniform(0.5, 3.0)
         if pi is not None:
@@ -291,7 +379,7 @@ def stream_day(p: Patient, rng: np.random.Generator, day: int) -> StreamChunk:
     # a few no_finger readings of nonsense.
     gaps: list[tuple[float, float]] = []
     keep = np.ones(n, dtype=bool)
-    for start in _events(rng, t, ~asleep, 1.0 / 16.0):
+    for start in _events(rng, t, ~asleep, 1.0 / 16.0, period):
         end = start + rng.uniform(600.0, 2700.0)
         gaps.append((start, end))
         keep &= ~((t >= start) & (t < end))
@@ -300,7 +388,8 @@ def stream_day(p: Patient, rng: np.random.Generator, day: int) -> StreamChunk:
         spo2[edge] = rng.uniform(0.0, 70.0, len(edge))
     # Offline (home Wi-Fi down) about every fourth day for 1–4 h: stored, uploaded on return.
     offline: list[tuple[float, float]] = []
-    if rng.random() < 0.25:
+    chance = 0.25 * (b - a) / DAY_S if offline_chance is None else offline_chance
+    if rng.random() < chance:
         start = float(rng.uniform(a, b))
         offline.append((start, min(start + rng.uniform(3600.0, 4 * 3600.0), b)))
     received = t.copy()
@@ -324,12 +413,16 @@ def stream_day(p: Patient, rng: np.random.Generator, day: int) -> StreamChunk:
 
 
 def _events(
-    rng: np.random.Generator, t: np.ndarray, allowed: np.ndarray, per_h: float
+    rng: np.random.Generator,
+    t: np.ndarray,
+    allowed: np.ndarray,
+    per_h: float,
+    period_s: float = STREAM_PERIOD_S,
 ) -> list[float]:
     """Start times of a Poisson process at `per_h` an hour, over the allowed readings."""
     if per_h <= 0 or len(t) == 0:
         return []
-    hours = allowed.sum() * STREAM_PERIOD_S / 3600.0
+    hours = allowed.sum() * period_s / 3600.0
     k = rng.poisson(per_h * hours)
     candidates = t[allowed]
     if k == 0 or len(candidates) == 0:
@@ -367,3 +460,8 @@ def _bpm(x: float) -> int:
 def at(t_s: float) -> datetime:
     """Seconds after START as an aware UTC datetime."""
     return START + timedelta(seconds=t_s)
+
+
+def t_of(instant: datetime) -> float:
+    """An aware instant as seconds after START (the inverse of `at`)."""
+    return (instant - START).total_seconds()
