@@ -19,8 +19,10 @@ from alerting.lifecycle import AlertNotFoundError, AlertStateError, acknowledge
 from alerting.lifecycle import detail as alert_detail
 from api import queries
 from api.alerts_routes import router as alerts_router
+from api.dashboard_routes import router as dashboard_router
 from api.deps import Conn
 from api.devices_routes import router as devices_router
+from api.patient_link import router as patient_link_router
 from api.schemas import Token
 from api.scope import InScopeAlert, ScopedPatientId, not_found, teams_of
 from api.security import Admin, Clinician, CurrentUser, issue_token, verify_password
@@ -214,5 +216,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         return conn.execute(queries.DEAD_LETTERS, {"limit": limit}).fetchall()
 
     app.include_router(devices_router)
+    app.include_router(dashboard_router)  # issue 7: preferences, sparklines
+    app.include_router(patient_link_router)  # issue 7: personal reading links
 
     return app
