@@ -10,8 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 
 # Pinned dependencies first, in their own layer: a code change does not reinstall them.
-COPY requirements.lock ./
-RUN pip install -r requirements.lock
+# requirements-prod.lock is the runtime part of requirements.lock (same pins, no test or lint
+# tools): `uv pip compile pyproject.toml -c requirements.lock -o requirements-prod.lock
+# --python-version 3.11` after every change of requirements.lock.
+COPY requirements-prod.lock ./
+RUN pip install -r requirements-prod.lock
 
 # Only the packages (no .env, no .local, no .venv in the image); then oximon itself, without
 # resolving anything again.

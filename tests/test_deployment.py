@@ -377,10 +377,12 @@ def test_dockerfile_builds_a_non_root_image_of_every_package_from_the_lock() -> 
     instructions = _dockerfile()
     pyproject = _pyproject()
     values = {keyword: [a for k, a in instructions if k == keyword] for keyword, _ in instructions}
-    lock_python = re.search(r"--python-version (\S+)", (ROOT / "requirements.lock").read_text())
+    lock_python = re.search(
+        r"--python-version (\S+)", (ROOT / "requirements-prod.lock").read_text()
+    )
     assert values["FROM"] == [f"python:{lock_python[1]}-slim"], "image Python != lock's Python"
     runs = " ".join(values["RUN"])
-    assert "pip install -r requirements.lock" in runs
+    assert "pip install -r requirements-prod.lock" in runs
     assert "pip install --no-deps ." in runs
     copied = set()
     for args in values["COPY"]:
@@ -630,3 +632,22 @@ def test_the_database_metrics_say_so_when_the_database_is_unreachable() -> None:
     collector = DatabaseCollector(f"postgresql://oximon@127.0.0.1:{free_port()}/x", timeout_s=1)
     [family] = list(collector.collect())
     assert (family.name, family.samples[0].value) == ("oximon_database_up", 0)
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock.read_text(), re.MULTILINE))
+
+
+def test_the_image_lock_is_the_tested_lock_without_the_dev_tools() -> None:
+    prod, full = _pins(ROOT / "requirements-prod.lock"), _pins(ROOT / "requirements.lock")
+    # The image runs exactly the versions the suite ran with.
+    differ = {name: (pin, full.get(name)) for name, pin in prod.items() if full.get(name) != pin}
+    assert not differ, f"requirements-prod.lock is stale (regenerate it): {differ}"
+    runtime = {
+        re.split(r"[\[<>=!~ ]", dep, maxsplit=1)[0].lower().replace("_", "-")
+        for dep in _pyproject()["project"]["dependencies"]
+    }
+    pinned = {name.lower().replace("_", "-") for name in prod}
+    assert runtime <= pinned, f"not in requirements-prod.lock: {sorted(runtime - pinned)}"
+    dev_only = {"pytest", "mypy", "ruff", "playwright", "locust"}
+    assert not dev_only & pinned, f"dev tools in the image: {sorted(dev_only & pinned)}"
