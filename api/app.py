@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi import FastAPI, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse, RedirectResponse
-from fastapi.security import OAuth2PasswordRequestForm
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,20 +16,23 @@ from alerting.lifecycle import AlertNotFoundError, AlertStateError, acknowledge
 from alerting.lifecycle import detail as alert_detail
 from api import queries
 from api.alerts_routes import router as alerts_router
+from api.audit import router as audit_router
+from api.auth_routes import router as auth_router
 from api.dashboard_routes import router as dashboard_router
 from api.deps import Conn
 from api.devices_routes import router as devices_router
+from api.errors import install_error_handlers
+from api.oidc import router as oidc_router
 from api.patient_link import router as patient_link_router
-from api.schemas import Token
-from api.scope import InScopeAlert, ScopedPatientId, not_found, teams_of
-from api.security import Admin, Clinician, CurrentUser, issue_token, verify_password
+from api.patients_routes import router as patients_router
+from api.ratelimit import RateLimits
+from api.scope import InScopeAlert
+from api.security import Admin, Clinician
 from api.sms import router as sms_router
+from api.users_routes import router as users_router
 from core.clock import Clock
 from core.db import make_pool
 from core.settings import Settings
-
-_BUCKET_RE = re.compile(r"^(\d{1,4})\s*(s|m|min|h|d)$")
-_BUCKET_UNITS = {"s": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days"}
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
@@ -56,6 +56,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.clock = clock
+    # Login and SMS-webhook rate limits per client address; the address for the audit log.
+    app.add_middleware(RateLimits, settings=settings)
+    install_error_handlers(app)
 
     static = resources.files("dashboards") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
@@ -63,6 +66,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     # so that its GET /api/v1/alerts/{alert_id} (with checklist, escalation, messages) answers.
     app.include_router(alerts_router)
     app.include_router(sms_router)
+    # Authentication, patients, users and care teams, audit (issue 6).
+    app.include_router(auth_router)
+    app.include_router(oidc_router)
+    app.include_router(patients_router)
+    app.include_router(users_router)
+    app.include_router(audit_router)
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
@@ -80,95 +89,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.post("/api/v1/auth/token", response_model=Token, tags=["auth"])
-    def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: Conn) -> Token:
-        row = conn.execute(
-            "SELECT id, username, role, password_hash FROM users WHERE username = %s AND active",
-            (form.username,),
-        ).fetchone()
-        if row is None or not verify_password(row["password_hash"], form.password):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "wrong username or password",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        user = CurrentUser(row["id"], row["username"], row["role"])
-        token = issue_token(settings.jwt_secret.get_secret_value(), user, settings.token_ttl_s)
-        return Token(access_token=token, role=user.role, username=user.username)
-
-    @app.get("/api/v1/me", tags=["auth"])
-    def me(user: Clinician, conn: Conn) -> dict[str, Any]:
-        return {
-            "id": user.id,
-            "username": user.username,
-            "role": user.role,
-            "care_teams": teams_of(conn, user.id),
-        }
-
-    @app.get("/api/v1/patients", tags=["patients"])
-    def list_patients(
-        user: Clinician,
-        conn: Conn,
-        patient_status: Annotated[
-            Literal["active", "discharged"], Query(alias="status")
-        ] = "active",
-        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> list[dict[str, Any]]:
-        """Patients with their latest reading and most urgent unresolved alert, red first."""
-        return conn.execute(
-            queries.PATIENT_LIST,
-            {"status": patient_status, "limit": limit, "offset": offset, "user_id": user.id},
-        ).fetchall()
-
-    @app.get("/api/v1/patients/{patient_id}", tags=["patients"])
-    def get_patient(patient_id: ScopedPatientId, user: Clinician, conn: Conn) -> dict[str, Any]:
-        row = conn.execute(queries.PATIENT, (patient_id,)).fetchone()
-        if row is None:  # discharged and deleted between the guard and here
-            raise not_found("patient", patient_id)
-        return row
-
-    @app.get("/api/v1/patients/{patient_id}/readings", tags=["readings"])
-    def patient_readings(
-        patient_id: ScopedPatientId,
-        user: Clinician,
-        conn: Conn,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        bucket: Annotated[str | None, Query(description="e.g. 5m, 1h, 1d")] = None,
-        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-    ) -> dict[str, Any]:
-        """Raw readings in [since, until), or min/mean/max per time bucket."""
-        for name, value in (("since", since), ("until", until)):
-            if value is not None and value.tzinfo is None:
-                raise HTTPException(422, f"{name}: needs a UTC offset, e.g. 2026-11-24T08:00:00Z")
-        now = clock.now()
-        until = until or now + timedelta(minutes=5)
-        since = since or until - timedelta(hours=24)
-        if since >= until:
-            raise HTTPException(422, "since: must be before until")
-        params: dict[str, Any] = {
-            "patient_id": patient_id,
-            "since": since,
-            "until": until,
-            "limit": limit,
-        }
-        if bucket is None:
-            return {
-                "patient_id": patient_id,
-                "bucket": None,
-                "readings": conn.execute(queries.READINGS_RAW, params).fetchall(),
-            }
-        match = _BUCKET_RE.match(bucket.strip())
-        if not match or int(match.group(1)) == 0:
-            raise HTTPException(422, "bucket: must look like 30s, 5m, 1h or 1d")
-        params["bucket"] = timedelta(**{_BUCKET_UNITS[match.group(2)]: int(match.group(1))})
-        return {
-            "patient_id": patient_id,
-            "bucket": bucket,
-            "readings": conn.execute(queries.READINGS_BUCKETED, params).fetchall(),
-        }
 
     @app.get("/api/v1/alerts", tags=["alerts"])
     def list_alerts(

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import APIRouter, HTTPException, Query, Response
 from psycopg.types.json import Jsonb
 
-from api.security import CurrentUser
+from api import queries
+from api.deps import Conn
+from api.paging import Limit, Offset, page
+from api.security import Admin, CurrentUser
 
 # The client address of the request being served, set by the app's middleware, so callers of
 # `record` need not pass the request around.
@@ -68,3 +72,54 @@ def record(
             "ip": ip if ip is not None else client_ip.get(),
         },
     )
+
+
+# --- the admin's query ------------------------------------------------------------------------
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get("/api/v1/audit", responses={200: {"headers": {"X-Total-Count": {}}}})
+def audit_log(
+    admin: Admin,
+    conn: Conn,
+    response: Response,
+    user_id: Annotated[int | None, Query(ge=1, le=2**62, description="who acted")] = None,
+    patient_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    action: Annotated[
+        str | None,
+        Query(max_length=64, description="an action (patient.read), or a prefix ending in '.'"),
+    ] = None,
+    since: Annotated[datetime | None, Query(description="from (inclusive), with offset")] = None,
+    until: Annotated[datetime | None, Query(description="to (exclusive), with offset")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[dict[str, Any]]:
+    """The audit log of your care teams' patients and users, newest first (admin). Reading it is
+    itself audited (`audit.read`)."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(422, f"{name}: needs a UTC offset, e.g. 2026-11-24T08:00:00Z")
+    params = {
+        "admin_id": admin.id,
+        "user_id": user_id,
+        "patient_id": patient_id,
+        "action": action,
+        "since": since,
+        "until": until,
+        "limit": limit,
+        "offset": offset,
+    }
+
+    def count() -> int:
+        first = conn.execute(queries.AUDIT, {**params, "limit": 1, "offset": 0}).fetchone()
+        return int(first["total"]) if first else 0
+
+    rows = page(response, conn.execute(queries.AUDIT, params).fetchall(), count)
+    filters: dict[str, Any] = {
+        f"filter_{k}": str(v)
+        for k, v in params.items()
+        if v is not None and k in ("user_id", "patient_id", "action", "since", "until")
+    }
+    record(conn, admin, "audit.read", object_kind="audit", n=len(rows), **filters)
+    return rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -19,6 +21,29 @@ ALGORITHM = "HS256"
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+# Verifying against this costs what a real check costs, so a login for an unknown name takes as
+# long as a wrong password and the timing does not tell which user names exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def verify_password_or_waste_time(password_hash: str | None, password: str) -> bool:
+    if password_hash is None:
+        verify_password(_DUMMY_HASH, password)
+        return False
+    return verify_password(password_hash, password)
+
+
+def new_refresh_token() -> tuple[str, bytes]:
+    """A refresh token (shown once to the client) and the hash the server keeps of it. The
+    token is 256 random bits, so a fast hash is enough: nothing to brute-force."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_refresh_token(token)
+
+
+def hash_refresh_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
 def verify_password(password_hash: str, password: str) -> bool:

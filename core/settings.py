@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
+from limits import parse as parse_limit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -53,7 +54,23 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     jwt_secret: SecretStr = SecretStr("")
-    token_ttl_s: int = 8 * 3600
+    # Bearer (access) tokens are short-lived; the dashboard renews them with its refresh token,
+    # which is stored hashed, rotated on every use and revoked at logout.
+    token_ttl_s: int = Field(default=15 * 60, ge=30)
+    refresh_token_ttl_s: int = Field(default=12 * 3600, ge=60)
+    # Lock-out: this many failed password logins within the window lock the account this long.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_s: int = Field(default=15 * 60, ge=1)
+    login_lockout_s: int = Field(default=15 * 60, ge=1)
+    # Per client address (`limits` notation: "10/minute", "100 per hour").
+    rate_limit_login: str = "10/minute"
+    rate_limit_sms_inbound: str = "120/minute"
+    # OpenID Connect login (ID-porten, a municipality's identity provider). All three set: the
+    # dashboard offers it; users are matched by `users.oidc_subject` or e-mail, never created.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid email profile"
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
@@ -93,6 +110,19 @@ class Settings(BaseSettings):
         if value not in (3, 5):
             raise ValueError("OXIMON_MQTT_PROTOCOL must be 5 (MQTT 5) or 3 (MQTT 3.1.1)")
         return value
+
+    @field_validator("rate_limit_login", "rate_limit_sms_inbound")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            parse_limit(value)
+        except ValueError as exc:
+            raise ValueError(f"a rate limit like '10/minute', not {value!r}") from exc
+        return value
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id and self.oidc_client_secret)
 
     @field_validator("clock_origin")
     @classmethod
