@@ -81,6 +81,8 @@ LICENSED_SETUP = (
     " start_offset => %(refresh_window)s, end_offset => INTERVAL '1 hour',"
     " schedule_interval => INTERVAL '30 minutes', if_not_exists => true)",
 )
+ADD_RETENTION = "SELECT add_retention_policy('readings', drop_after => %s)"
+REMOVE_RETENTION = "SELECT remove_retention_policy('readings', if_exists => true)"
 RETENTION_POLICY = (
     "SELECT config->>'drop_after' AS drop_after FROM timescaledb_information.jobs"
     " WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings'"
@@ -119,9 +121,9 @@ def declare_licensed_policies(conn: psycopg.Connection[Any], settings: Settings)
     wanted = f"{keep.days} days" if keep else None
     if current != wanted:
         # The setting changed (or is new): replace the policy rather than keep a stale one.
-        conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
+        conn.execute(REMOVE_RETENTION)
         if keep:
-            conn.execute("SELECT add_retention_policy('readings', drop_after => %s)", (keep,))
+            conn.execute(ADD_RETENTION, (keep,))
 
 
 def roll_up(conn: psycopg.Connection[Any], now: datetime) -> int:

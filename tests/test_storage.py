@@ -134,14 +134,44 @@ def test_the_alerting_workers_job_runs_once_per_interval(
     assert job(None, clock) is None  # not again before the hour is out  # type: ignore[arg-type]
 
 
-def test_the_licensed_declarations_reach_timescales_licensed_functions(
-    clean: psycopg.Connection,
+@pytest.mark.parametrize("index", range(len(storage.LICENSED_SETUP)))
+def test_each_licensed_declaration_reaches_timescales_licensed_code(
+    clean: psycopg.Connection, index: int
 ) -> None:
-    # This build refuses them because of the licence, which shows the statements name real
-    # licensed functions and options (a typo would fail differently).
+    # This build refuses each one because of the licence, which shows the statement parses and
+    # names real licensed functions and options (a typo would fail differently).
+    statement = storage.LICENSED_SETUP[index]
+    params = {"compress_after": timedelta(days=7), "refresh_window": storage.REFRESH_WINDOW}
+    used = {k: v for k, v in params.items() if f"%({k})s" in statement}
     with pytest.raises(psycopg.errors.FeatureNotSupported, match="license"):
         with clean.transaction():
-            clean.execute(storage.LICENSED_SETUP[0])
+            clean.execute(statement, used)
+
+
+def test_the_licensed_retention_policy_reaches_timescales_licensed_code(
+    clean: psycopg.Connection,
+) -> None:
+    for statement, params in (
+        (storage.REMOVE_RETENTION, None),
+        (storage.ADD_RETENTION, (timedelta(days=30),)),
+    ):
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="license"):
+            with clean.transaction():
+                clean.execute(statement, params)
+    # The query that reads the current policy runs on either edition.
+    assert clean.execute(storage.RETENTION_POLICY).fetchall() == []
+
+
+def test_the_alerting_service_runs_the_storage_job_at_start(
+    clean: psycopg.Connection, patient: int, service_factory
+) -> None:  # noqa: ANN001
+    _reading(clean, patient, datetime.now(UTC) - timedelta(days=400), 94, 70)
+    _reading(clean, patient, datetime.now(UTC) - timedelta(days=1), 95, 70)
+    worker = service_factory(
+        "alerting", ready='"event": "storage_job"', alerting_watchdog=False, retention_days=30
+    )
+    assert '"chunks_dropped": 1' in worker.log()
+    assert clean.execute("SELECT count(*) AS n FROM readings").fetchone()["n"] == 1
 
 
 def test_the_continuous_aggregates_query_equals_the_apache_roll_up(
