@@ -21,6 +21,9 @@ from api.auth_routes import router as auth_router
 from api.dashboard_routes import router as dashboard_router
 from api.deps import Conn
 from api.devices_routes import router as devices_router
+from api.fhir import router as fhir_router
+from api.live import router as live_router
+from api.readings_routes import router as readings_router
 from api.errors import install_error_handlers
 from api.oidc import router as oidc_router
 from api.patient_link import router as patient_link_router
@@ -29,6 +32,7 @@ from api.ratelimit import RateLimits
 from api.scope import InScopeAlert
 from api.security import Admin, Clinician
 from api.sms import router as sms_router
+from api.timeline import router as timeline_router
 from api.users_routes import router as users_router
 from core.clock import Clock
 from core.db import make_pool
@@ -136,6 +140,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         return conn.execute(queries.DEAD_LETTERS, {"limit": limit}).fetchall()
 
     app.include_router(devices_router)
+    # Issue 6, clinical API: timeline, latest readings, live stream, reports, FHIR R4.
+    app.include_router(timeline_router)
+    app.include_router(readings_router)
+    app.include_router(live_router)
+    app.include_router(fhir_router)
     app.include_router(dashboard_router)  # issue 7: preferences, sparklines
     app.include_router(patient_link_router)  # issue 7: personal reading links
 

@@ -1,4 +1,4 @@
-"""`python -m bench [ingest|clinical] …` — run benchmarks and write tables under results/."""
+"""`python -m bench [ingest|clinical|alerts|api] …` — benchmarks; tables under results/."""
 
 from __future__ import annotations
 
@@ -62,6 +62,26 @@ def alerts(
     from bench.alerts import run
 
     run(out, rate, duration, probes, devices)
+
+
+@app.command()
+def api(
+    patients: int = 1000,
+    days: Annotated[int, typer.Option(help="days of readings at one a minute")] = 30,
+    users: Annotated[int, typer.Option(help="locust nurses")] = 20,
+    spawn_rate: Annotated[float, typer.Option(help="nurses started per second")] = 5,
+    duration: Annotated[int, typer.Option(help="seconds of load")] = 60,
+    seed_workers: Annotated[int, typer.Option(help="connections seeding readings")] = 2,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="keep the seeded database here and reuse it next time")
+    ] = None,
+    out: Path = Path("results/api"),
+) -> None:
+    """API p95 per endpoint under locust nurses, 1,000 patients × 30 days of readings."""
+    from bench.api import run
+
+    run(out, patients, days, users, spawn_rate, duration, seed_workers=seed_workers,
+        data_dir=data_dir)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ GIL_SWITCH_INTERVAL_S = 0.02
 
 _PROFILE_COLUMNS = (
     "p.spo2_target_min_pct, p.spo2_target_max_pct, p.spo2_amber_max_pct, p.spo2_red_max_pct,"
-    " p.pulse_red_min_bpm, p.pulse_red_max_bpm, p.schedule"
+    " p.pulse_red_min_bpm, p.pulse_red_max_bpm, p.schedule, p.alert_rules"
 )
 # What the engine needs to rebuild its per-patient state (alerting.engine.rebuild).
 _REBUILD_SQL = (
@@ -141,6 +141,36 @@ class Row:
     seq: int | None
     battery: int | None
     late: bool
+
+
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more.
+NOTIFY_MAX_BYTES = 7900
+
+
+def readings_notices(fresh: list[Row], stored: int, received_at: datetime) -> list[str]:
+    """The NOTIFY payloads of a committed batch: `{"n", "received_at", "latest": [[patient_id,
+    time, spo2, pulse, quality, late], …]}`, the newest new reading of each patient, split into
+    as many payloads as the size limit needs (each repeats `n` and `received_at`). Formatted by
+    hand: every field is a number, a timestamp or a validated quality word."""
+    latest: dict[int, Row] = {}
+    for row in fresh:  # in measured order: the last one of a patient is their newest
+        latest[row.patient_id] = row
+    head = f'{{"n":{stored},"received_at":"{received_at.isoformat()}","latest":['
+    payloads: list[str] = []
+    items: list[str] = []
+    size = len(head) + 2
+    for r in latest.values():
+        item = (
+            f'[{r.patient_id},"{r.time.isoformat()}",{r.spo2},{r.pulse},"{r.quality}",'
+            f"{'true' if r.late else 'false'}]"
+        )
+        if items and size + len(item) + 1 > NOTIFY_MAX_BYTES:
+            payloads.append(head + ",".join(items) + "]}")
+            items, size = [], len(head) + 2
+        items.append(item)
+        size += len(item) + 1
+    payloads.append(head + ",".join(items) + "]}")
+    return payloads
 
 
 class IngestWorker:
@@ -636,10 +666,11 @@ class IngestWorker:
                 apply_decisions(conn, decisions, now)
             if inserted:
                 # Delivered at commit: listeners (the live dashboard, the benchmark) learn which
-                # batch is now visible, named by its received_at.
+                # batch is now visible, named by its received_at, with each patient's newest
+                # reading of it; one statement, however many payloads.
                 conn.execute(
-                    "SELECT pg_notify('oximon_readings', %s)",
-                    (json.dumps({"n": len(inserted), "received_at": now.isoformat()}),),
+                    "SELECT pg_notify('oximon_readings', p) FROM unnest(%s::text[]) AS p",
+                    (readings_notices(fresh, len(inserted), now),),
                 )
 
         self._reload_patients.clear()  # committed: the engine's state is the database's
