@@ -446,11 +446,11 @@ def simulate(
     """Simulated oximeters (MQTT) and SMS patients on the platform clock, with faults on request.
 
     Prints progress every 5 s; with --truth writes who deteriorated, how and when."""
+    overrides = {k: v for k, v in locals().items() if k != "scenario"}
+    overrides["truth"] = str(truth) if truth else None
     from simulator.run import ScenarioError, load_scenario
     from simulator.run import run as run_simulation
 
-    overrides = {k: v for k, v in locals().items() if k != "scenario"}
-    overrides["truth"] = str(truth) if truth else None
     settings = get_settings()
     logs.setup(settings.log_level)
     stop = threading.Event()
