@@ -42,9 +42,11 @@ LIMIT %(limit)s OFFSET %(offset)s
 """
 
 PATIENT_LIST_ORDER = {
-    # Open red first, then amber, then patients with a missed reading, then the rest; within
-    # each, the alert waiting longest first, then in order of enrolment.
-    "risk": "(alert_severity = 'red') DESC NULLS LAST, (alert_severity = 'amber') DESC NULLS LAST,"
+    # Open red first, then amber (a clinical or device alert), then patients whose most urgent
+    # alert is a missed reading, then the rest; within each, the alert waiting longest first,
+    # then in order of enrolment.
+    "risk": "(alert_severity = 'red') DESC NULLS LAST,"
+    " (alert_severity = 'amber' AND alert_kind <> 'missed_reading') DESC NULLS LAST,"
     " missed_reading DESC, alert_opened_at NULLS LAST, id",
     "name": "display_name, id",
     # Longest without a reading (or never) first: who to call.
@@ -170,7 +172,7 @@ WHERE ((a.patient_id IS NOT NULL AND a.patient_id IN (
             SELECT p.id FROM patients p WHERE p.care_team_id IN (
                 SELECT care_team_id FROM user_care_teams WHERE user_id = %(admin_id)s)))
        OR (a.patient_id IS NULL AND (a.user_id IN ({USERS_VISIBLE}) OR (a.object_kind = 'user'
-           AND a.object_id IN (SELECT id::text FROM ({USERS_VISIBLE}) v)))))
+           AND a.object_id IN (SELECT v.user_id::text FROM ({USERS_VISIBLE}) v)))))
   AND (%(user_id)s::bigint IS NULL OR a.user_id = %(user_id)s)
   AND (%(patient_id)s::bigint IS NULL OR a.patient_id = %(patient_id)s)
   AND (%(action)s::text IS NULL OR a.action = %(action)s

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
+from fastapi.testclient import TestClient
 
 from api.audit import record
 from api.security import CurrentUser
-from tests.conftest import Team
+from tests.conftest import Team, login
+from tests.test_care_teams import other_team  # noqa: F401 - a fixture
 
 
 def test_record_keeps_who_what_which_patient_and_detail(
@@ -24,3 +27,78 @@ def test_record_keeps_who_what_which_patient_and_detail(
     )
     assert row["detail"] == {"fields": ["bands"]}
     assert row["ip"] == "127.0.0.1"
+
+
+def test_admin_queries_the_audit_log_with_filters(
+    client: TestClient,
+    admin: dict[str, str],
+    nurse: dict[str, str],
+    doctor: dict[str, str],
+    patient: int,
+    care_team: Team,
+) -> None:
+    client.get(f"/api/v1/patients/{patient}", headers=nurse)
+    client.get(f"/api/v1/patients/{patient}", headers=doctor)
+    client.patch(f"/api/v1/patients/{patient}", json={"language": "en"}, headers=nurse)
+    res = client.get("/api/v1/audit", headers=admin)
+    assert res.status_code == 200
+    assert [r["action"] for r in res.json()] == ["patient.update", "patient.read", "patient.read"]
+    assert res.headers["x-total-count"] == "3"
+    only_nurse = client.get(
+        "/api/v1/audit", params={"user_id": care_team["nurse"]["id"]}, headers=admin
+    ).json()
+    assert {r["username"] for r in only_nurse} == {"nurse"}
+    reads = client.get("/api/v1/audit", params={"action": "patient.read"}, headers=admin).json()
+    assert len(reads) == 2
+    prefixed = client.get("/api/v1/audit", params={"action": "patient."}, headers=admin).json()
+    # Reading the audit log is itself audited, and is not a patient action.
+    assert len(prefixed) == 3
+    by_patient = client.get("/api/v1/audit", params={"patient_id": patient}, headers=admin)
+    assert all(r["patient_id"] == patient for r in by_patient.json())
+    future = client.get(
+        "/api/v1/audit", params={"since": "2099-01-01T00:00:00Z"}, headers=admin
+    ).json()
+    assert future == []
+    page = client.get("/api/v1/audit", params={"limit": 1, "offset": 1}, headers=admin)
+    assert len(page.json()) == 1
+
+
+def test_only_admins_read_the_audit_log(
+    client: TestClient, nurse: dict[str, str], doctor: dict[str, str]
+) -> None:
+    assert client.get("/api/v1/audit", headers=nurse).status_code == 403
+    assert client.get("/api/v1/audit", headers=doctor).status_code == 403
+    assert client.get("/api/v1/audit").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"since": "2026-11-24T08:00:00"}, "since"),
+        ({"since": "yesterday"}, "since"),
+        ({"user_id": "me"}, "user_id"),
+        ({"limit": 5000}, "limit"),
+    ],
+)
+def test_bad_audit_filters_are_422_naming_them(
+    client: TestClient, admin: dict[str, str], params: dict, field: str
+) -> None:
+    res = client.get("/api/v1/audit", params=params, headers=admin)
+    assert res.status_code == 422
+    assert field in str(res.json()["detail"])
+
+
+def test_an_admin_sees_no_audit_records_of_another_team(
+    client: TestClient,
+    admin: dict[str, str],
+    other_team: dict,  # noqa: F811
+) -> None:
+    neighbour = login(client, other_team["nurse"])
+    client.get(f"/api/v1/patients/{other_team['patient']}", headers=neighbour)
+    rows = client.get("/api/v1/audit", headers=admin).json()
+    assert all(r["patient_id"] != other_team["patient"] for r in rows)
+    assert all(r["user_id"] != other_team["nurse"]["id"] for r in rows)
+    filtered = client.get(
+        "/api/v1/audit", params={"patient_id": other_team["patient"]}, headers=admin
+    )
+    assert filtered.json() == []

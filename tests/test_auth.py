@@ -36,7 +36,9 @@ def test_login_gives_a_short_lived_bearer_token_and_a_refresh_token(
     stored = db.execute("SELECT token_hash FROM refresh_tokens").fetchall()
     assert len(stored) == 1
     assert body["refresh_token"].encode() not in bytes(stored[0]["token_hash"])
-    login = db.execute("SELECT user_id, action FROM audit_log WHERE action = 'auth.login'").fetchone()
+    login = db.execute(
+        "SELECT user_id, action FROM audit_log WHERE action = 'auth.login'"
+    ).fetchone()
     assert login == {"user_id": care_team["nurse"]["id"], "action": "auth.login"}
 
 
@@ -68,9 +70,12 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(
         "/api/v1/auth/refresh", json={"refresh_token": second.json()["refresh_token"]}
     )
     assert later.status_code == 401
-    assert db.execute(
-        "SELECT count(*) AS n FROM audit_log WHERE action = 'auth.refresh_reuse'"
-    ).fetchone()["n"] == 1
+    assert (
+        db.execute(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'auth.refresh_reuse'"
+        ).fetchone()["n"]
+        == 1
+    )
     # Another login (another family) is untouched.
     other = password_login(client, "nurse", "nurse-password").json()
     ok = client.post("/api/v1/auth/refresh", json={"refresh_token": other["refresh_token"]})
@@ -221,6 +226,7 @@ def test_an_expired_access_token_is_refused_but_refresh_still_works(
         settings.jwt_secret.get_secret_value(),
         algorithm="HS256",
     )
-    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+    stale = client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"})
+    assert stale.status_code == 401
     res = client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert res.status_code == 200
