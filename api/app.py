@@ -21,14 +21,15 @@ from api.auth_routes import router as auth_router
 from api.dashboard_routes import router as dashboard_router
 from api.deps import Conn
 from api.devices_routes import router as devices_router
+from api.errors import install_error_handlers
 from api.fhir import router as fhir_router
 from api.live import router as live_router
-from api.readings_routes import router as readings_router
-from api.errors import install_error_handlers
 from api.oidc import router as oidc_router
 from api.patient_link import router as patient_link_router
 from api.patients_routes import router as patients_router
 from api.ratelimit import RateLimits
+from api.readings_routes import router as readings_router
+from api.reports import router as reports_router
 from api.scope import InScopeAlert
 from api.security import Admin, Clinician
 from api.sms import router as sms_router
@@ -145,6 +146,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.include_router(readings_router)
     app.include_router(live_router)
     app.include_router(fhir_router)
+    app.include_router(reports_router)
     app.include_router(dashboard_router)  # issue 7: preferences, sparklines
     app.include_router(patient_link_router)  # issue 7: personal reading links
 
