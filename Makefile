@@ -37,6 +37,8 @@ bench: system venv
 	$(PY) -m bench ingest --rates 20000 --duration 60 --workers 2 --out results/ingest-sustained-2-workers
 	$(PY) -m bench clinical
 	$(PY) -m bench alerts
+	$(PY) -m bench connections --out results/connections
+	$(PY) -m bench locust --out results/locust
 
 # The clinical benchmark needs no services: the pure engine over a synthetic population.
 bench-clinical: venv

@@ -105,5 +105,20 @@ def connections(
     run(devices, processes, duration, interval, provision, concurrency, out)
 
 
+@app.command()
+def locust(
+    devices: Annotated[int, typer.Option(help="MQTT device users (paho), one account each")] = 200,
+    nurses: Annotated[int, typer.Option(help="HTTP nurse users (bench/locust_api.py)")] = 10,
+    duration: Annotated[float, typer.Option(help="seconds")] = 60,
+    interval: Annotated[float, typer.Option(help="seconds between a device's readings")] = 1.0,
+    out: Path = Path("results/locust"),
+) -> None:
+    """Locust, headless: oximeters over MQTT and nurses over HTTP against the real platform;
+    CSV, HTML and a PNG of the report under --out."""
+    from bench.loadtest import run
+
+    run(devices, nurses, duration, interval, out)
+
+
 if __name__ == "__main__":
     app()
