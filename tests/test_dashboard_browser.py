@@ -78,6 +78,8 @@ def test_nurse_sees_a_patient_turn_red_live_then_takes_and_resolves_the_alert(
     expect(patient_row).to_contain_text(f"#{patient}")
     expect(patient_row).to_contain_text("OK")
     expect(page.get_by_text("2 of 2 patients")).to_be_visible()
+    # Live by server-sent events (polling only every 30 s meanwhile, as a safety net).
+    expect(page.locator("#live")).to_have_attribute("data-mode", "stream")
     # A marker that survives only as long as this document: proves no reload happens below.
     page.evaluate("window.sameDocument = true")
 
@@ -160,6 +162,31 @@ def test_nurse_sees_a_patient_turn_red_live_then_takes_and_resolves_the_alert(
     expect(page.get_by_role("button", name="7 days")).to_have_attribute("aria-pressed", "true")
     shot(page, "dashboard-patient")
     assert page.evaluate("window.sameDocument === true")
+    assert errors == []
+
+
+def test_without_the_stream_the_dashboard_polls_and_still_turns_red(
+    stack: Stack,
+    db: psycopg.Connection,
+    settings: Settings,
+    api_server: str,
+    ingest,
+    care_team,
+    patient: int,
+    browser_page: Page,
+) -> None:
+    page = browser_page
+    # A proxy that drops server-sent events: every attempt at the stream fails.
+    page.route(re.compile(r".*/api/v1/stream\?.*"), lambda route: route.abort())
+    errors = open_dashboard(page, api_server)
+    log_in(page, str(care_team["nurse"]["username"]), str(care_team["nurse"]["password"]))
+    expect(page.locator("#live")).to_have_attribute("data-mode", "polling")
+    expect(page.locator("#live")).to_have_text("Updating every 5 s")
+    patient_row = page.get_by_role("row").filter(has_text="Synthetic Test Patient")
+    expect(patient_row).to_contain_text("OK")
+    publish_red(db, settings, stack, patient)
+    expect(patient_row).to_contain_text("RED")
+    expect(page).to_have_title(re.compile(r"^\(1\) RED"))
     assert errors == []
 
 

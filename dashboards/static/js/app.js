@@ -94,17 +94,44 @@ function soon(ms) {
   pending = setTimeout(() => { pending = null; refresh(); }, ms);
 }
 
+let streamRetry = null;
 async function openStream() {
-  if (!(await hasEndpoint("/api/v1/stream")) || !token()) return;
-  stream = new EventSource(`/api/v1/stream?access_token=${encodeURIComponent(token())}`);
-  stream.addEventListener("open", () => { streamUp = true; setLive("stream"); schedulePolling(); });
-  stream.addEventListener("alert", () => soon(150));
-  stream.addEventListener("reading", () => soon(1500));
-  stream.addEventListener("error", () => {
-    // EventSource reconnects by itself; meanwhile polling carries the page.
+  clearTimeout(streamRetry);
+  if (!ctx.me || !(await hasEndpoint("/api/v1/stream"))) return;
+  let url;
+  try {
+    // EventSource cannot send a header: a one-minute stream token goes in the address.
+    url = (await api("/api/v1/stream/token", { method: "POST" })).url;
+  } catch (err) { console.warn(err); streamRetry = setTimeout(openStream, 10000); return; }
+  const es = new EventSource(url);
+  stream = es;
+  const up = () => {
+    if (!streamUp) { streamUp = true; schedulePolling(); refresh(); }
+    setLive("stream");
+  };
+  es.addEventListener("ready", up);
+  es.addEventListener("reading", (ev) => {
+    up();
+    // Shown at once; the row's other columns follow with the next refresh.
+    const r = JSON.parse(ev.data);
+    const p = ctx.patient(r.patient_id);
+    if (p && !r.late && (!p.last_time || r.time > p.last_time)) {
+      Object.assign(p, { last_time: r.time, last_spo2: r.spo2, last_pulse: r.pulse, last_quality: r.quality });
+      store.changed();
+    }
+    soon(5000);
+  });
+  es.addEventListener("alert", () => { up(); soon(100); });
+  es.addEventListener("resync", () => soon(100));
+  es.addEventListener("error", () => {
+    // Polling carries the page while the stream is away; a new token, then a new stream.
+    es.close();
+    if (stream !== es) return;
+    stream = null;
     streamUp = false;
     setLive("polling");
     schedulePolling();
+    streamRetry = setTimeout(openStream, 5000);
   });
 }
 
@@ -244,8 +271,16 @@ async function showApp() {
 }
 
 function logout() {
+  const refreshToken = sessionStorage.getItem("oximon-refresh");
+  if (refreshToken) {
+    fetch("/api/v1/auth/logout", {
+      method: "POST", keepalive: true, headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ refresh_token: refreshToken }),
+    }).catch(() => {});
+  }
   setSession(null, null);
   clearInterval(pollTimer); clearInterval(sparkTimer); clearInterval(alarmRepeat);
+  clearTimeout(streamRetry);
   if (stream) stream.close();
   stream = null; streamUp = false; ctx.me = null; knownRed = null; unseen = [];
   if (current?.cleanup) current.cleanup();

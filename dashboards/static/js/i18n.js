@@ -71,6 +71,7 @@ const TEXTS = {
     outcomes: "Outcomes", to_ack: "Time to acknowledge", to_resolve: "Time to resolve", median: "median", p90: "90th percentile",
     count: "Count", download_csv: "Download CSV", report_source_client: "Counted in the browser from the alert list (the report endpoint is not available).",
     adherence: "Readings per patient", workload: "Actions per person",
+    actionable_pct: "{a}% of {n} resolved alerts led to care; {f}% were artefacts or false alarms.",
     // enrolment
     enrol_title: "Enrol a patient", display_name: "Name", care_team: "Care team", enrol: "Enrol patient",
     enrolled: "Patient #{id} enrolled.", device_title: "Register an oximeter", serial: "Serial number", model: "Model",
@@ -144,6 +145,7 @@ const TEXTS = {
     outcomes: "Utfall", to_ack: "Tid til varselet ble tatt", to_resolve: "Tid til avslutning", median: "median", p90: "90-persentil",
     count: "Antall", download_csv: "Last ned CSV", report_source_client: "Talt i nettleseren fra varsellisten (rapport-endepunktet finnes ikke).",
     adherence: "Målinger per pasient", workload: "Handlinger per person",
+    actionable_pct: "{a} % av {n} avsluttede varsler førte til helsehjelp; {f} % var målefeil eller falske alarmer.",
     enrol_title: "Innrullér en pasient", display_name: "Navn", care_team: "Team", enrol: "Innrullér pasient",
     enrolled: "Pasient #{id} er innrullert.", device_title: "Registrer et oksymeter", serial: "Serienummer", model: "Modell",
     register: "Registrer oksymeter", creds_title: "Påloggingsdata for megleren — vises én gang",

@@ -46,26 +46,50 @@ export async function render(ctx, root) {
   const until = h("input", { id: "report-until", type: "date", value: iso(new Date(+today + 864e5)) });
   const out = h("div");
   const csv = h("p");
+  const times = (caption, rows) => table(caption, [t("severity"), t("median"), t("p90"), t("count")], rows);
   const load = async () => {
     const s = new Date(`${since.value}T00:00:00`).toISOString(), u = new Date(`${until.value}T00:00:00`).toISOString();
+    const q = `since=${encodeURIComponent(s)}&until=${encodeURIComponent(u)}`;
+    if (await hasEndpoint("/api/v1/reports/summary")) {
+      const r = await api(`/api/v1/reports/summary?${q}`);
+      const min = (m) => (m === null || m === undefined ? null : m * 60);
+      const sev = (x) => (x === "all" ? t("f_all") : t(`sev_${x}`));
+      out.replaceChildren(
+        h("div", { className: "two-col" },
+          h("section", { className: "card" }, h("h2", {}, t("by_kind")),
+            bars(t("by_kind"), r.alerts.map((a) => ({ label: `${a.kind} · ${t(`sev_${a.severity}`)}`, value: a.opened, cls: a.severity })))),
+          h("section", { className: "card" }, h("h2", {}, t("outcomes")),
+            h("p", {}, t("actionable_pct", { a: fmtNumber(r.outcomes.actionable_pct, 1), f: fmtNumber(r.outcomes.false_alarm_pct, 1), n: r.outcomes.resolved })),
+            bars(t("outcomes"), r.outcomes.by_outcome.map((o) => ({ label: t(`out_${o.outcome}`), value: o.count }))))),
+        h("div", { className: "two-col" },
+          h("section", { className: "card" }, h("h2", {}, t("to_ack")),
+            times(t("to_ack"), r.response_times.map((x) => h("tr", {}, td(sev(x.severity)), td(duration(min(x.ack_median_min))), td(duration(min(x.ack_p90_min))), td(String(x.acknowledged)))))),
+          h("section", { className: "card" }, h("h2", {}, t("to_resolve")),
+            times(t("to_resolve"), r.response_times.map((x) => h("tr", {}, td(sev(x.severity)), td(duration(min(x.resolve_median_min))), td(duration(min(x.resolve_p90_min))), td(String(x.resolved))))))),
+        h("div", { className: "two-col" },
+          h("section", { className: "card scroll" }, h("h2", {}, t("adherence")),
+            bars(t("adherence"), r.adherence.map((a) => ({ label: `#${a.patient_id} ${a.display_name} (${a.met ?? "–"}/${a.expected ?? "–"})`, value: a.readings })))),
+          h("section", { className: "card scroll" }, h("h2", {}, t("workload")),
+            table(t("workload"), [t("person"), t("acknowledge"), t("resolve"), t("notes")],
+              r.workload.map((w) => h("tr", {}, td(w.username), td(String(w.acknowledged)), td(String(w.resolved)), td(String(w.notes))))))));
+      csv.replaceChildren(h("button", { type: "button", onclick: async () => {
+        const res = await api(`/api/v1/reports/summary?${q}&format=csv`, { raw: true });
+        const url = URL.createObjectURL(await res.blob());
+        h("a", { href: url, download: `oximon-report-${since.value}-${until.value}.csv` }).click();
+      } }, t("download_csv")));
+      return;
+    }
     const alerts = await api("/api/v1/alerts?limit=1000");
     const r = fromAlerts(alerts, s, u);
-    const times = (caption, xs) => table(caption, [t("median"), t("p90"), t("count")], [h("tr", {}, td(duration(quantile(xs, 0.5))), td(duration(quantile(xs, 0.9))), td(String(xs.length)))]);
+    const row = (xs) => [h("tr", {}, td(t("f_all")), td(duration(quantile(xs, 0.5))), td(duration(quantile(xs, 0.9))), td(String(xs.length)))];
     out.replaceChildren(
       h("p", { className: "note" }, t("report_source_client")),
       h("div", { className: "two-col" },
         h("section", { className: "card" }, h("h2", {}, t("by_kind")), bars(t("by_kind"), r.byKind)),
         h("section", { className: "card" }, h("h2", {}, t("outcomes")), bars(t("outcomes"), r.outcomes))),
       h("div", { className: "two-col" },
-        h("section", { className: "card" }, h("h2", {}, t("to_ack")), times(t("to_ack"), r.toAck)),
-        h("section", { className: "card" }, h("h2", {}, t("to_resolve")), times(t("to_resolve"), r.toResolve))));
-    if (await hasEndpoint("/api/v1/reports/summary")) {
-      csv.replaceChildren(h("button", { type: "button", onclick: async () => {
-        const res = await api(`/api/v1/reports/summary?since=${encodeURIComponent(s)}&until=${encodeURIComponent(u)}&format=csv`, { raw: true });
-        const url = URL.createObjectURL(await res.blob());
-        h("a", { href: url, download: `oximon-report-${since.value}-${until.value}.csv` }).click();
-      } }, t("download_csv")));
-    }
+        h("section", { className: "card" }, h("h2", {}, t("to_ack")), times(t("to_ack"), row(r.toAck))),
+        h("section", { className: "card" }, h("h2", {}, t("to_resolve")), times(t("to_resolve"), row(r.toResolve)))));
   };
   root.append(h("h1", {}, t("reports_title")),
     h("form", { className: "filters", onsubmit: (ev) => { ev.preventDefault(); load(); } },

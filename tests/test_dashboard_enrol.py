@@ -1,0 +1,63 @@
+"""Enrolment from the dashboard: an administrator adds a patient, registers an oximeter for
+them and sees its broker credentials once; the credentials work on the real broker."""
+
+from __future__ import annotations
+
+import psycopg
+from playwright.sync_api import Page, expect
+
+from tests.conftest import Stack
+from tests.helpers import Device
+from tests.test_dashboard_browser import log_in, open_dashboard, shot
+
+
+def test_admin_enrols_a_patient_and_registers_an_oximeter_shown_once(
+    stack: Stack, db: psycopg.Connection, api_server: str, care_team, browser_page: Page
+) -> None:
+    page = browser_page
+    admin = care_team["admin"]
+    errors = open_dashboard(page, api_server)
+    log_in(page, str(admin["username"]), str(admin["password"]))
+    page.get_by_role("navigation").get_by_role("link", name="Enrol").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Enrol a patient")
+
+    # A bad phone number is refused with the field named, and nobody is enrolled.
+    page.get_by_label("Name", exact=True).fill("Synthetic Enrolled Patient")
+    page.get_by_label("Phone (+47…)").fill("12345")
+    page.get_by_role("button", name="Enrol patient").click()
+    expect(page.locator("form .msg.error")).to_contain_text("phone")
+    assert db.execute("SELECT count(*) AS n FROM patients").fetchone()["n"] == 0
+
+    page.get_by_label("Phone (+47…)").fill("+47 912 34 567")
+    page.get_by_label("Language").last.select_option("en")
+    page.get_by_role("button", name="Enrol patient").click()
+    done = page.get_by_text("enrolled.")
+    expect(done).to_be_visible()
+    patient = db.execute("SELECT id, phone, language FROM patients").fetchone()
+    assert (patient["phone"], patient["language"]) == ("+4791234567", "en")
+    # The new patient's number is filled in for the oximeter.
+    expect(page.get_by_label("Patient number")).to_have_value(str(patient["id"]))
+
+    page.get_by_label("Serial number").fill("SN-TEST-0001")
+    page.get_by_role("button", name="Register oximeter").click()
+    creds = page.get_by_role("region", name="Broker credentials — shown once")
+    expect(creds).to_be_visible()
+    password = page.locator("#mqtt-password").inner_text()
+    device = db.execute("SELECT id, patient_id, serial FROM devices").fetchone()
+    assert (device["patient_id"], device["serial"]) == (patient["id"], "SN-TEST-0001")
+    assert password and password not in str(db.execute("SELECT * FROM devices").fetchall())
+    shot(page, "dashboard-enrol")
+    # The shown password opens the broker for this oximeter.
+    oximeter = Device(stack.broker.port, device["id"], password)
+    try:
+        assert oximeter.refused is None
+    finally:
+        oximeter.close()
+
+    # Shown once: leave the page and come back, and it is gone.
+    page.get_by_role("link", name="Overview").click()
+    expect(page.get_by_role("table", name="Patients")).to_contain_text("Synthetic Enrolled")
+    page.get_by_role("link", name="Enrol", exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Enrol a patient")
+    expect(page.get_by_text(password)).to_have_count(0)
+    assert errors == []
