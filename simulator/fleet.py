@@ -591,6 +591,7 @@ class Fleet:
         event(
             log,
             "progress",
+            logging.DEBUG,
             connected=self.connected,
             devices=len(self.devices),
             readings=s.readings,
