@@ -13,8 +13,8 @@ from api.security import Clinician
 
 router = APIRouter(tags=["readings"])
 
-# One index probe per patient: the LATERAL walks `readings_patient_time_idx` (patient_id,
-# time DESC) backwards and stops at the first row; TimescaleDB's ordered append opens the
+# One index probe per patient: the LATERAL reads `readings_patient_time_cover_idx` (patient_id,
+# time DESC) from its newest entry and stops at the first row; TimescaleDB's ordered append opens the
 # newest chunk first and stops there when it holds a reading of that patient.
 LATEST = f"""
 SELECT p.id AS patient_id, r.time, r.spo2, r.pulse, r.pi, r.quality, r.source, r.late,
