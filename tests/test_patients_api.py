@@ -464,3 +464,14 @@ def test_reading_a_record_is_audited_with_who_and_what(
     assert {r["user_id"] for r in rows} == {care_team["doctor"]["id"]}
     assert rows[1]["detail"]["bucket"] == "1h"
     assert rows[0]["ip"] == "testclient"
+
+
+def test_text_postgresql_cannot_store_is_422_not_500(
+    client: TestClient, nurse: dict[str, str], patient: int
+) -> None:
+    res = client.post(
+        f"/api/v1/patients/{patient}/notes", json={"body": "before\u0000after"}, headers=nurse
+    )
+    assert res.status_code == 422
+    res = client.post("/api/v1/patients", json={**ENROL, "display_name": "A\u0000B"}, headers=nurse)
+    assert res.status_code == 422
