@@ -23,7 +23,7 @@ const TEXTS = {
     f_attention: "Needing attention", f_quiet: "No open alert", f_device: "Only device problems",
     col_status: "Status", col_patient: "Patient", col_spo2: "SpO2", col_pulse: "Pulse", col_measured: "Measured",
     col_trend: "Last 24 h", col_device: "Device", col_alert: "Open alert", n_patients: "{n} of {m} patients",
-    no_patients: "No patients match.", online: "online", offline: "offline", no_device: "no device", status_unknown: "status not reported",
+    no_patients: "No patients match.", online: "online", offline: "offline", no_device: "no device", status_unknown: "status not reported", below_red: "at or below the red band", below_amber: "in the amber band",
     battery: "battery {n}%", spark_label: "SpO2 over 24 h: lowest {min}%, highest {max}%, now {last}%",
     spark_none: "no readings in 24 h", opened_ago: "opened {t}",
     // alerts
@@ -102,7 +102,7 @@ const TEXTS = {
     f_attention: "Trenger oppfølging", f_quiet: "Uten åpent varsel", f_device: "Bare utstyrsproblemer",
     col_status: "Status", col_patient: "Pasient", col_spo2: "SpO2", col_pulse: "Puls", col_measured: "Målt",
     col_trend: "Siste døgn", col_device: "Oksymeter", col_alert: "Åpent varsel", n_patients: "{n} av {m} pasienter",
-    no_patients: "Ingen pasienter passer.", online: "tilkoblet", offline: "frakoblet", no_device: "uten oksymeter", status_unknown: "status ikke meldt",
+    no_patients: "Ingen pasienter passer.", online: "tilkoblet", offline: "frakoblet", no_device: "uten oksymeter", status_unknown: "status ikke meldt", below_red: "i rødt område", below_amber: "i gult område",
     battery: "batteri {n} %", spark_label: "SpO2 siste døgn: lavest {min} %, høyest {max} %, nå {last} %",
     spark_none: "ingen målinger siste døgn", opened_ago: "åpnet {t}",
     alerts_title: "Varsler", no_alerts: "Ingen åpne varsler.", acknowledge: "Ta varselet",

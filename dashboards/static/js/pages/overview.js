@@ -55,7 +55,10 @@ function row(p, spark) {
   return h("tr", { className: lv, dataset: { patientId: p.id } },
     td(badge(lv)),
     h("th", { scope: "row" }, h("a", { href: `#/patients/${p.id}`, dataset: { focusKey: `p${p.id}` } }, `#${p.id} ${p.display_name}`)),
-    td(p.last_spo2 === null ? t("none") : `${p.last_spo2}%`),
+    td(p.last_spo2 === null ? t("none")
+      : p.last_spo2 <= p.spo2_red_max_pct ? h("span", { className: "low", title: t("below_red") }, h("span", { "aria-hidden": "true" }, "▼ "), `${p.last_spo2}%`, h("span", { className: "visually-hidden" }, ` (${t("below_red")})`))
+        : p.last_spo2 <= p.spo2_amber_max_pct ? h("span", { className: "lowish", title: t("below_amber") }, `${p.last_spo2}%`, h("span", { className: "visually-hidden" }, ` (${t("below_amber")})`))
+          : `${p.last_spo2}%`),
     td(p.last_pulse === null ? t("none") : `${p.last_pulse}/min`),
     td(h("span", { title: p.last_time || "" }, ago(p.last_time))),
     td(sparkline(points, { since: spark.since || new Date(Date.now() - 864e5).toISOString(), hours: spark.hours || 24, redAt: p.spo2_red_max_pct, label })),
