@@ -66,26 +66,47 @@ ROLL_UP = (
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _HOURLY_COLUMNS.split(", "))
 )
 
-# The licensed edition's declarations, in order. Each is idempotent.
-LICENSED_SETUP = (
+# The licensed edition's declarations, in order. ENABLE_COMPRESSION runs once: TimescaleDB
+# refuses to change compression settings while compressed chunks exist.
+ENABLE_COMPRESSION = (
     # Segment by device: the unique key (device_id, time) keeps working on compressed chunks,
     # and a patient's chart reads one device's segments.
     "ALTER TABLE readings SET (timescaledb.compress,"
-    " timescaledb.compress_segmentby = 'device_id', timescaledb.compress_orderby = 'time DESC')",
-    "SELECT add_compression_policy('readings', compress_after => %(compress_after)s,"
-    " if_not_exists => true)",
+    " timescaledb.compress_segmentby = 'device_id', timescaledb.compress_orderby = 'time DESC')"
+)
+CREATE_HOURLY_VIEW = (
     "CREATE MATERIALIZED VIEW IF NOT EXISTS readings_hourly"
     " WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS"
-    f"{_HOURLY_SELECT} GROUP BY patient_id, bucket WITH NO DATA",
+    f"{_HOURLY_SELECT} GROUP BY patient_id, bucket WITH NO DATA"
+)
+ADD_HOURLY_REFRESH = (
     "SELECT add_continuous_aggregate_policy('readings_hourly',"
     " start_offset => %(refresh_window)s, end_offset => INTERVAL '1 hour',"
-    " schedule_interval => INTERVAL '30 minutes', if_not_exists => true)",
+    " schedule_interval => INTERVAL '30 minutes', if_not_exists => true)"
 )
+ADD_COMPRESSION = "SELECT add_compression_policy('readings', compress_after => %s)"
+REMOVE_COMPRESSION = "SELECT remove_compression_policy('readings', if_exists => true)"
 ADD_RETENTION = "SELECT add_retention_policy('readings', drop_after => %s)"
 REMOVE_RETENTION = "SELECT remove_retention_policy('readings', if_exists => true)"
-RETENTION_POLICY = (
-    "SELECT config->>'drop_after' AS drop_after FROM timescaledb_information.jobs"
-    " WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings'"
+COMPRESSION_ENABLED = (
+    "SELECT compression_enabled FROM timescaledb_information.hypertables"
+    " WHERE hypertable_name = 'readings'"
+)
+# The interval a policy of `readings` was declared with ('7 days'), to see whether the setting
+# changed since.
+POLICY_SETTING = (
+    "SELECT config->>%(key)s AS value FROM timescaledb_information.jobs"
+    " WHERE proc_name = %(proc)s AND hypertable_name = 'readings'"
+)
+# Every licensed statement, for the test that each reaches Timescale's licensed code.
+LICENSED_STATEMENTS = (
+    ENABLE_COMPRESSION,
+    CREATE_HOURLY_VIEW,
+    ADD_HOURLY_REFRESH,
+    ADD_COMPRESSION,
+    REMOVE_COMPRESSION,
+    ADD_RETENTION,
+    REMOVE_RETENTION,
 )
 
 
@@ -107,23 +128,45 @@ class StorageReport:
 def declare_licensed_policies(conn: psycopg.Connection[Any], settings: Settings) -> None:
     """Compression, the continuous aggregate and retention as database jobs (licensed only).
 
-    Needs an autocommit connection: a continuous aggregate cannot be created inside a
-    transaction block by every TimescaleDB release."""
-    params = {
-        "compress_after": timedelta(days=settings.compress_after_days),
-        "refresh_window": REFRESH_WINDOW,
-    }
-    for statement in LICENSED_SETUP:
-        conn.execute(statement, {k: v for k, v in params.items() if f"%({k})s" in statement})
-    keep = timedelta(days=settings.retention_days) if settings.retention_days else None
-    row = conn.execute(RETENTION_POLICY).fetchone()
-    current = (row["drop_after"] if isinstance(row, dict) else row[0]) if row else None
-    wanted = f"{keep.days} days" if keep else None
+    Idempotent; a changed setting replaces its policy. Needs an autocommit connection: a
+    continuous aggregate cannot be created inside a transaction block by every release."""
+    enabled = conn.execute(COMPRESSION_ENABLED).fetchone()
+    if not (enabled and _value(enabled)):
+        conn.execute(ENABLE_COMPRESSION)
+    conn.execute(CREATE_HOURLY_VIEW)
+    conn.execute(ADD_HOURLY_REFRESH, {"refresh_window": REFRESH_WINDOW})
+    _replace_policy(
+        conn,
+        "policy_compression",
+        "compress_after",
+        settings.compress_after_days,
+        ADD_COMPRESSION,
+        REMOVE_COMPRESSION,
+    )
+    _replace_policy(
+        conn,
+        "policy_retention",
+        "drop_after",
+        settings.retention_days,
+        ADD_RETENTION,
+        REMOVE_RETENTION,
+    )
+
+
+def _value(row: Any) -> Any:
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+def _replace_policy(
+    conn: psycopg.Connection[Any], proc: str, key: str, days: int | None, add: str, remove: str
+) -> None:
+    row = conn.execute(POLICY_SETTING, {"key": key, "proc": proc}).fetchone()
+    current = _value(row) if row else None
+    wanted = f"{days} days" if days else None
     if current != wanted:
-        # The setting changed (or is new): replace the policy rather than keep a stale one.
-        conn.execute(REMOVE_RETENTION)
-        if keep:
-            conn.execute(ADD_RETENTION, (keep,))
+        conn.execute(remove)
+        if days:
+            conn.execute(add, (timedelta(days=days),))
 
 
 def roll_up(conn: psycopg.Connection[Any], now: datetime) -> int:

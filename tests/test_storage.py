@@ -134,32 +134,28 @@ def test_the_alerting_workers_job_runs_once_per_interval(
     assert job(None, clock) is None  # not again before the hour is out  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("index", range(len(storage.LICENSED_SETUP)))
+@pytest.mark.parametrize("statement", storage.LICENSED_STATEMENTS)
 def test_each_licensed_declaration_reaches_timescales_licensed_code(
-    clean: psycopg.Connection, index: int
+    clean: psycopg.Connection, statement: str
 ) -> None:
     # This build refuses each one because of the licence, which shows the statement parses and
     # names real licensed functions and options (a typo would fail differently).
-    statement = storage.LICENSED_SETUP[index]
-    params = {"compress_after": timedelta(days=7), "refresh_window": storage.REFRESH_WINDOW}
-    used = {k: v for k, v in params.items() if f"%({k})s" in statement}
+    params: object = None
+    if "%(refresh_window)s" in statement:
+        params = {"refresh_window": storage.REFRESH_WINDOW}
+    elif "%s" in statement:
+        params = (timedelta(days=30),)
     with pytest.raises(psycopg.errors.FeatureNotSupported, match="license"):
         with clean.transaction():
-            clean.execute(statement, used)
+            clean.execute(statement, params)  # type: ignore[arg-type]
 
 
-def test_the_licensed_retention_policy_reaches_timescales_licensed_code(
+def test_the_licensed_paths_queries_of_what_is_declared_run_on_either_edition(
     clean: psycopg.Connection,
 ) -> None:
-    for statement, params in (
-        (storage.REMOVE_RETENTION, None),
-        (storage.ADD_RETENTION, (timedelta(days=30),)),
-    ):
-        with pytest.raises(psycopg.errors.FeatureNotSupported, match="license"):
-            with clean.transaction():
-                clean.execute(statement, params)
-    # The query that reads the current policy runs on either edition.
-    assert clean.execute(storage.RETENTION_POLICY).fetchall() == []
+    assert clean.execute(storage.COMPRESSION_ENABLED).fetchone()["compression_enabled"] is False
+    for proc, key in (("policy_retention", "drop_after"), ("policy_compression", "compress_after")):
+        assert clean.execute(storage.POLICY_SETTING, {"key": key, "proc": proc}).fetchall() == []
 
 
 def test_the_alerting_service_runs_the_storage_job_at_start(
@@ -181,7 +177,7 @@ def test_the_continuous_aggregates_query_equals_the_apache_roll_up(
     for i, spo2 in enumerate([96, 92, 90, 97, 95]):
         _reading(clean, patient, base + timedelta(minutes=17 * i), spo2, 60 + i)
     run_storage(clean, Settings(), NOW)
-    view_query = storage.LICENSED_SETUP[2].split(" AS", 1)[1].removesuffix(" WITH NO DATA")
+    view_query = storage.CREATE_HOURLY_VIEW.split(" AS", 1)[1].removesuffix(" WITH NO DATA")
     cols = "patient_id, bucket, " + storage._HOURLY_COLUMNS
     from_view = clean.execute(f"SELECT {cols} FROM ({view_query}) v ORDER BY bucket").fetchall()
     from_table = clean.execute(f"SELECT {cols} FROM readings_hourly ORDER BY bucket").fetchall()
