@@ -651,3 +651,12 @@ def test_the_image_lock_is_the_tested_lock_without_the_dev_tools() -> None:
     assert runtime <= pinned, f"not in requirements-prod.lock: {sorted(runtime - pinned)}"
     dev_only = {"pytest", "mypy", "ruff", "playwright", "locust"}
     assert not dev_only & pinned, f"dev tools in the image: {sorted(dev_only & pinned)}"
+
+
+def test_no_service_is_made_to_run_as_root() -> None:
+    # The oximon image's USER is checked above; the others' images run as their own users
+    # (postgres, mosquitto after start, nobody, grafana) unless the compose file overrides it.
+    for name, service in _services().items():
+        user = str(service.get("user", "")).split(":")[0]
+        assert user not in ("root", "0"), f"{name} runs as root"
+        assert not service.get("privileged"), f"{name} is privileged"
