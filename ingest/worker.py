@@ -50,9 +50,11 @@ from ingest.fastpaho import BufferedClient
 log = logging.getLogger("oximon.ingest")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue this long while we are away
-# Devices are also forgotten at once when the registry changes them (NOTIFY); patients
-# (thresholds, discharge) are re-read within this long.
+# Devices and patients are also forgotten at once when they change (NOTIFY: the device
+# registry, and a trigger on `patients` for bands, schedule, discharge); else re-read within
+# this long.
 CACHE_TTL_S = 30.0
+PATIENT_CHANGES_CHANNEL = "oximon_patients"  # migration 0006's trigger
 TOUCH_EVERY_S = 10.0
 GIL_SWITCH_INTERVAL_S = 0.02
 
@@ -452,6 +454,9 @@ class IngestWorker:
                 return
             if device_id == "*":
                 self._devices.clear()
+                self._patients.clear()
+            elif device_id.startswith("patient:"):
+                self._patients.pop(int(device_id.removeprefix("patient:")), None)
             else:
                 self._devices.pop(device_id, None)
 
@@ -463,12 +468,17 @@ class IngestWorker:
                     self.settings.database_url, autocommit=True, connect_timeout=5
                 ) as conn:
                     conn.execute(f"LISTEN {DEVICE_CHANGES_CHANNEL}")
+                    conn.execute(f"LISTEN {PATIENT_CHANGES_CHANNEL}")
                     # Changes made while we were not listening are unknown: forget everything.
                     self._invalidations.put("*")
                     backoff_s = 0.5
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             try:
+                                if note.channel == PATIENT_CHANGES_CHANNEL:
+                                    patient_id = int(json.loads(note.payload)["patient_id"])
+                                    self._invalidations.put(f"patient:{patient_id}")
+                                    continue
                                 self._invalidations.put(json.loads(note.payload)["device_id"])
                             except (ValueError, KeyError, TypeError):
                                 self._invalidations.put("*")

@@ -3,6 +3,7 @@ paginated list; who may do each; bad input named by field; another team's patien
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from devices.registry import register_device
 from tests.conftest import Team
+from tests.helpers import Device, wait_until
 from tests.test_api import T0, add_patient, add_reading, open_alert
 from tests.test_care_teams import other_team  # noqa: F401 - a fixture
 
@@ -475,3 +477,44 @@ def test_text_postgresql_cannot_store_is_422_not_500(
     assert res.status_code == 422
     res = client.post("/api/v1/patients", json={**ENROL, "display_name": "A\u0000B"}, headers=nurse)
     assert res.status_code == 422
+
+
+def test_new_bands_reach_the_running_ingest_worker_at_once(
+    stack: Any,
+    db: psycopg.Connection,
+    client: TestClient,
+    ingest: Any,
+    admin: dict[str, str],
+    nurse: dict[str, str],
+    patient: int,
+) -> None:
+    """The worker caches each patient's profile; a PATCH is heard through NOTIFY, so the very
+    next reading is judged by the new bands (not up to 30 s later)."""
+    res = client.post("/api/v1/devices", json={"patient_id": patient}, headers=admin)
+    assert res.status_code == 201, res.text
+    creds = res.json()
+    device = Device(stack.broker.port, creds["mqtt_username"], creds["mqtt_password"])
+    now = datetime.now(UTC)
+    device.publish(
+        creds["device_id"],
+        {"ts": (now - timedelta(minutes=3)).isoformat(), "spo2": 96, "pulse": 70},
+    )
+    wait_until(lambda: db.execute("SELECT 1 FROM readings").fetchone(), what="first reading")
+    assert db.execute("SELECT count(*) AS n FROM alerts").fetchone()["n"] == 0  # 96% is normal
+    # This patient's own bands: 96% is now red.
+    res = client.patch(
+        f"/api/v1/patients/{patient}",
+        json={"spo2_target_min_pct": 98, "spo2_amber_max_pct": 97, "spo2_red_max_pct": 96},
+        headers=nurse,
+    )
+    assert res.status_code == 200, res.text
+    device.publish(
+        creds["device_id"],
+        {"ts": (now - timedelta(seconds=5)).isoformat(), "spo2": 96, "pulse": 70},
+    )
+    alert = wait_until(
+        lambda: db.execute("SELECT kind, severity FROM alerts").fetchone(),
+        timeout_s=10,
+        what="an alert by the new bands",
+    )
+    assert alert == {"kind": "spo2_low", "severity": "red"}
