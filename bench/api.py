@@ -28,7 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -219,6 +221,52 @@ def explain(url: str, now: datetime) -> str:
     return "\n\n".join(out)
 
 
+def sequential(base: str, now: datetime, patients: int, n: int = 30) -> list[dict[str, object]]:
+    """One nurse, one request at a time: each endpoint's latency without our own concurrency
+    (the machine's other load still counts)."""
+    from bench.locust_api import CHARTS
+
+    with httpx.Client(base_url=base, timeout=30) as client:
+        res = client.post(
+            "/api/v1/auth/token", data={"username": "nurse-001", "password": NURSE_PASSWORD}
+        )
+        res.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {res.json()['access_token']}"
+
+        def chart(i: int, length: timedelta, bucket: str) -> tuple[str, dict[str, Any]]:
+            patient = 1 + (i * 37) % patients
+            span = {"since": (now - length).isoformat(), "until": now.isoformat()}
+            return f"/api/v1/patients/{patient}/readings", {**span, "bucket": bucket}
+
+        calls: dict[str, Any] = {
+            "GET /api/v1/patients": lambda i: ("/api/v1/patients", {"limit": 200}),
+            "GET /api/v1/readings/latest": lambda i: ("/api/v1/readings/latest", {}),
+        }
+        for span, (length, bucket) in CHARTS.items():
+            calls[f"GET chart {span} ({bucket} buckets)"] = partial(
+                chart, length=length, bucket=bucket
+            )
+        out: list[dict[str, object]] = []
+        for name, call in calls.items():
+            times = []
+            for i in range(n + 3):
+                path, params = call(i)
+                started = time.perf_counter()
+                client.get(path, params=params).raise_for_status()
+                if i >= 3:  # the first calls warm caches and prepared statements
+                    times.append((time.perf_counter() - started) * 1000)
+            times.sort()
+            out.append(
+                {
+                    "name": name,
+                    "requests": n,
+                    "p50_ms": round(times[n // 2], 1),
+                    "p95_ms": round(times[int(n * 0.95)], 1),
+                }
+            )
+    return out
+
+
 def _wait_healthy(base: str, api: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -275,12 +323,14 @@ def run(
             )
         try:
             _wait_healthy(base, api, api_log)
+            alone = sequential(base, data_now, patients)
             locust_env = dict(
                 env,
                 BENCH_NURSES=",".join(f"nurse-{i:03d}" for i in range(1, nurses + 1)),
                 BENCH_PASSWORD=NURSE_PASSWORD,
                 BENCH_PATIENTS=str(patients),
                 BENCH_NOW=data_now.isoformat(),
+                BENCH_LOGIN_FILE=str(out / "logins.json"),
             )
             print(f"locust: {users} nurses for {duration_s} s against {base} …", flush=True)
             subprocess.run(  # noqa: S603
@@ -319,15 +369,31 @@ def run(
             except subprocess.TimeoutExpired:
                 api.kill()
     rows = _stats(out / "locust_stats.csv")
+    logins = sorted(json.loads((out / "logins.json").read_text()))
+    if logins:
+        rows.insert(
+            len(rows) - 1,
+            {
+                "name": "POST /api/v1/auth/token (each nurse once, before measuring)",
+                "requests": len(logins),
+                "failures": 0,
+                "rps": 0.0,
+                "p50_ms": logins[len(logins) // 2],
+                "p95_ms": logins[min(len(logins) - 1, int(len(logins) * 0.95))],
+                "p99_ms": logins[min(len(logins) - 1, int(len(logins) * 0.99))],
+                "max_ms": logins[-1],
+            },
+        )
     result = {
         "seed": asdict(seeded),
         "users": users,
         "duration_s": duration_s,
         "endpoints": rows,
+        "sequential": alone,
         "measured_at": now.isoformat(),
     }
     (out / "api.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = _table(rows, seeded, users, duration_s)
+    table = _table(rows, seeded, users, duration_s) + "\n\n" + _sequential_table(alone)
     (out / "api.md").write_text(table + "\n")
     print(table)
     print(f"\nEXPLAIN ANALYZE: {out / 'explain.txt'}; locust report: {out / 'locust.html'}")
@@ -338,6 +404,8 @@ def _stats(path: Path) -> list[dict[str, object]]:
     rows = []
     with path.open() as f:
         for r in csv.DictReader(f):
+            if int(r["Request Count"]) == 0:
+                continue
             rows.append(
                 {
                     "name": r["Name"],
@@ -351,6 +419,17 @@ def _stats(path: Path) -> list[dict[str, object]]:
                 }
             )
     return rows
+
+
+def _sequential_table(rows: list[dict[str, object]]) -> str:
+    lines = [
+        "One nurse, one request at a time (no concurrency of ours):",
+        "",
+        "| endpoint | requests | p50 ms | p95 ms |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r['name']} | {r['requests']} | {r['p50_ms']} | {r['p95_ms']} |" for r in rows]
+    return "\n".join(lines)
 
 
 def _table(rows: list[dict[str, object]], seeded: Seed, users: int, duration_s: int) -> str:
