@@ -140,8 +140,9 @@ def seed(url: str, patients: int, days: int, nurses: int, workers: int, now: dat
         _seed_alerts(conn, patients, start, end)
         _settle(conn)
         n = conn.execute("SELECT count(*) FROM readings").fetchone()
-        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
-        size_row = size.fetchone()
+        size_row = conn.execute(
+            "SELECT pg_size_pretty(pg_database_size(current_database()))"
+        ).fetchone()
     total = int(n[0]) if n else 0
     return Seed(
         patients,
