@@ -414,7 +414,7 @@ def simulate(
         ),
     ] = None,
     onset_within: Annotated[
-        float | None, typer.Option(help="deteriorations start within these platform minutes [2]")
+        float | None, typer.Option(help="deteriorations start within these platform minutes [1]")
     ] = None,
     sms: Annotated[int | None, typer.Option(min=0, help="patients texting spot checks [0]")] = None,
     sms_url: Annotated[

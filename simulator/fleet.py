@@ -80,7 +80,7 @@ class FleetConfig:
     interval_s: float | None = None  # stream period; None: each device 1–5 s
     deteriorating: float = 0.1
     patterns: tuple[str, ...] = (pop.SUDDEN,)
-    onset_within_min: float = 2.0  # deteriorations start within this many platform minutes
+    onset_within_min: float = 1.0  # deteriorations start within this many platform minutes
     seed: int = 1
     faults: Faults = field(default_factory=Faults)
 
@@ -113,6 +113,8 @@ def plan_patients(
         if p.onset_s is not None:
             onset = t0 + float(rng.uniform(0.1, 1.0)) * config.onset_within_min * 60.0
             changes["onset_s"] = onset
+            # The population alternates deteriorations between modes; here the share decides.
+            changes["mode"] = SPOT if rng.random() < config.spot_share else CONTINUOUS
             if p.recover_s is not None:
                 changes["recover_s"] = p.recover_s - p.onset_s + onset
         out.append(dataclasses.replace(p, **changes))

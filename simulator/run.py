@@ -44,7 +44,7 @@ class Scenario:
     interval: float | None = None  # seconds between stream readings; None: 1–5 s per device
     deteriorating: float = 0.1
     patterns: list[str] = field(default_factory=lambda: [pop.SUDDEN])
-    onset_within: float = 2.0  # platform minutes
+    onset_within: float = 1.0  # platform minutes
     sms: int = 0
     sms_url: str | None = None
     duration: float | None = None  # wall seconds
