@@ -40,6 +40,7 @@ READINGS_CHANNEL = "oximon_readings"
 ALERTS_CHANNEL = "oximon_alert_changes"
 PATIENTS_CHANNEL = "oximon_patients"
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STREAM_AUDIENCE = "oximon-stream"
 STREAM_TOKEN_TTL_S = 60
 HEARTBEAT_S = 15
@@ -213,7 +214,7 @@ class Hub:
                 items = [
                     {
                         "patient_id": int(i[0]),
-                        "time": i[1],
+                        "time": (_EPOCH + timedelta(microseconds=int(i[1]))).isoformat(),
                         "spo2": i[2],
                         "pulse": i[3],
                         "quality": i[4],

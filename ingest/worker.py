@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
@@ -147,13 +147,16 @@ class Row:
 
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more.
 NOTIFY_MAX_BYTES = 7900
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def readings_notices(fresh: list[Row], stored: int, received_at: datetime) -> list[str]:
     """The NOTIFY payloads of a committed batch: `{"n", "received_at", "latest": [[patient_id,
-    time, spo2, pulse, quality, late], …]}`, the newest new reading of each patient, split into
-    as many payloads as the size limit needs (each repeats `n` and `received_at`). Formatted by
-    hand: every field is a number, a timestamp or a validated quality word."""
+    time_us, spo2, pulse, quality, late], …]}` (time in microseconds since 1970, late 0 or 1),
+    the newest new reading of each patient, split into as many payloads as the size limit needs
+    (each repeats `n` and `received_at`). Formatted by hand, every field a number or a validated
+    quality word: about 1.4 µs a reading when every reading of a batch is another patient's."""
     latest: dict[int, Row] = {}
     for row in fresh:  # in measured order: the last one of a patient is their newest
         latest[row.patient_id] = row
@@ -163,8 +166,8 @@ def readings_notices(fresh: list[Row], stored: int, received_at: datetime) -> li
     size = len(head) + 2
     for r in latest.values():
         item = (
-            f'[{r.patient_id},"{r.time.isoformat()}",{r.spo2},{r.pulse},"{r.quality}",'
-            f"{'true' if r.late else 'false'}]"
+            f"[{r.patient_id},{(r.time - _EPOCH) // _MICROSECOND},{r.spo2},{r.pulse},"
+            f'"{r.quality}",{1 if r.late else 0}]'
         )
         if items and size + len(item) + 1 > NOTIFY_MAX_BYTES:
             payloads.append(head + ",".join(items) + "]}")

@@ -236,4 +236,5 @@ def test_the_latest_readings_of_a_batch_fit_in_notify_payloads() -> None:
     latest = [item for p in payloads for item in json.loads(p)["latest"]]
     assert len(latest) == 3000
     assert {tuple(i[2:4]) for i in latest} == {(91, 70)}
+    assert {i[1] for i in latest} == {int((t0 + timedelta(seconds=1)).timestamp() * 1_000_000)}
     assert all(json.loads(p)["n"] == 6000 for p in payloads)
