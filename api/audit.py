@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from api import queries
 from api.deps import Conn
 from api.paging import Limit, Offset, page
+from api.schemas import AUDIT_EXAMPLE, TOTAL_HEADER, example
 from api.security import Admin, CurrentUser
 
 # The client address of the request being served, set by the app's middleware, so callers of
@@ -79,7 +80,7 @@ def record(
 router = APIRouter(tags=["audit"])
 
 
-@router.get("/api/v1/audit", responses={200: {"headers": {"X-Total-Count": {}}}})
+@router.get("/api/v1/audit", responses=example([AUDIT_EXAMPLE], headers=TOTAL_HEADER))
 def audit_log(
     admin: Admin,
     conn: Conn,

@@ -22,7 +22,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from api import audit, queries
 from api.deps import Conn
-from api.schemas import AuthConfigOut, LogoutIn, RefreshIn, TokenOut
+from api.schemas import AuthConfigOut, LogoutIn, RefreshIn, TokenOut, example
 from api.scope import teams_of
 from api.security import (
     Clinician,
@@ -197,7 +197,17 @@ def auth_config(request: Request) -> AuthConfigOut:
     )
 
 
-@router.get("/api/v1/me")
+@router.get(
+    "/api/v1/me",
+    responses=example(
+        {
+            "id": 3,
+            "username": "nurse1",
+            "role": "nurse",
+            "care_teams": [{"id": 1, "name": "Hjemmesykepleien"}],
+        }
+    ),
+)
 def me(user: Clinician, conn: Conn) -> dict[str, Any]:
     """Who the bearer token belongs to, and their care teams."""
     return {

@@ -27,7 +27,19 @@ from alerting.profile import PULSE_AMBER_MAX_BPM, PULSE_AMBER_MIN_BPM, Profile
 from api import audit, queries
 from api.deps import Conn, Now
 from api.paging import Limit, Offset, page
-from api.schemas import DischargeIn, NoteIn, NoteOut, PatientFields, PatientIn, PatientPatch
+from api.schemas import (
+    NOTE_EXAMPLE,
+    PATIENT_DETAIL_EXAMPLE,
+    PATIENT_ROW_EXAMPLE,
+    TOTAL_HEADER,
+    DischargeIn,
+    NoteIn,
+    NoteOut,
+    PatientFields,
+    PatientIn,
+    PatientPatch,
+    example,
+)
 from api.scope import ScopedPatientId, not_found, teams_of
 from api.security import Clinician, CurrentUser, require
 from devices.registry import move_device
@@ -151,7 +163,7 @@ def _detail(conn: Any, patient_id: int) -> dict[str, Any]:
 # --- list and detail --------------------------------------------------------------------------
 
 
-@router.get("/api/v1/patients", responses={200: {"headers": {"X-Total-Count": {}}}})
+@router.get("/api/v1/patients", responses=example([PATIENT_ROW_EXAMPLE], headers=TOTAL_HEADER))
 def list_patients(
     user: Clinician,
     conn: Conn,
@@ -201,7 +213,7 @@ def list_patients(
     return page(response, conn.execute(sql, params).fetchall(), count if offset else None)
 
 
-@router.get("/api/v1/patients/{patient_id}")
+@router.get("/api/v1/patients/{patient_id}", responses=example(PATIENT_DETAIL_EXAMPLE))
 def get_patient(patient_id: ScopedPatientId, user: Clinician, conn: Conn) -> dict[str, Any]:
     """A patient's record: contact, bands, schedule, status, worn oximeters. All roles;
     audited as `patient.read`."""
@@ -216,7 +228,10 @@ def get_patient(patient_id: ScopedPatientId, user: Clinician, conn: Conn) -> dic
 @router.post(
     "/api/v1/patients",
     status_code=201,
-    responses={409: {"description": "phone: another active patient has this number"}},
+    responses={
+        201: {"content": {"application/json": {"example": PATIENT_DETAIL_EXAMPLE}}},
+        409: {"description": "phone: another active patient has this number"},
+    },
 )
 def enrol_patient(
     body: PatientIn, user: NurseOrAdmin, conn: Conn, response: Response
@@ -248,7 +263,7 @@ def _defaults() -> dict[str, Any]:
     return {f: getattr(p, f) for f in _BAND_FIELDS}
 
 
-@router.patch("/api/v1/patients/{patient_id}")
+@router.patch("/api/v1/patients/{patient_id}", responses=example(PATIENT_DETAIL_EXAMPLE))
 def edit_patient(
     patient_id: ScopedPatientId, body: PatientPatch, user: NurseOrAdmin, conn: Conn, clock: Now
 ) -> dict[str, Any]:
@@ -286,7 +301,19 @@ def edit_patient(
 
 @router.post(
     "/api/v1/patients/{patient_id}/discharge",
-    responses={409: {"description": "patient is already discharged"}},
+    responses={
+        **example(
+            {
+                **PATIENT_DETAIL_EXAMPLE,
+                "status": "discharged",
+                "discharged_at": "2026-11-30T12:00:00Z",
+                "devices": [],
+                "alerts_resolved": [311],
+                "devices_returned": ["oxi-3f9a2c1d7e"],
+            }
+        ),
+        409: {"description": "patient is already discharged"},
+    },
 )
 def discharge_patient(
     patient_id: ScopedPatientId,
@@ -403,7 +430,11 @@ def patient_readings(
 # --- notes ------------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/patients/{patient_id}/notes", response_model=list[NoteOut])
+@router.get(
+    "/api/v1/patients/{patient_id}/notes",
+    response_model=list[NoteOut],
+    responses=example([NOTE_EXAMPLE], headers=TOTAL_HEADER),
+)
 def list_notes(
     patient_id: ScopedPatientId,
     user: Clinician,

@@ -298,3 +298,113 @@ class DeviceCredentialsOut(BaseModel):
     mqtt_username: str
     mqtt_password: str = Field(description="shown once; the platform keeps no copy")
     readings_topic: str
+
+
+# --- response examples for /docs --------------------------------------------------------------
+
+
+def example(value: Any, description: str = "OK", **extra: Any) -> dict[int | str, Any]:
+    """A `responses=` entry showing `value` as the 200 answer's example."""
+    return {
+        200: {
+            "description": description,
+            "content": {"application/json": {"example": value}},
+            **extra,
+        }
+    }
+
+
+TOTAL_HEADER = {
+    "X-Total-Count": {"description": "rows matching the filters", "schema": {"type": "integer"}}
+}
+
+PATIENT_ROW_EXAMPLE = {
+    "id": 17,
+    "display_name": "Synthetic Patient 17",
+    "status": "active",
+    "language": "nb",
+    "care_team_id": 1,
+    "spo2_amber_max_pct": 94,
+    "spo2_red_max_pct": 92,
+    "last_time": "2026-11-24T08:02:00Z",
+    "last_spo2": 91,
+    "last_pulse": 98,
+    "last_quality": "ok",
+    "alert_id": 311,
+    "alert_kind": "spo2_low",
+    "alert_severity": "red",
+    "alert_status": "open",
+    "alert_opened_at": "2026-11-24T08:02:00Z",
+    "alert_reason": "SpO2 91% at or below the red band (92%)",
+    "device_online": True,
+    "device_battery_pct": 81,
+    "missed_reading": False,
+}
+
+PATIENT_DETAIL_EXAMPLE = {
+    **{k: v for k, v in _PATIENT_EXAMPLE.items()},
+    "id": 17,
+    "care_team_name": "Hjemmesykepleien",
+    "status": "active",
+    "enrolled_at": "2026-11-20T10:00:00Z",
+    "discharged_at": None,
+    "discharged_by": None,
+    "discharge_reason": None,
+    "updated_at": None,
+    "devices": [
+        {
+            "id": "oxi-3f9a2c1d7e",
+            "model": "PO-60",
+            "serial": "SN-1",
+            "online": True,
+            "battery_pct": 81,
+            "last_seen_at": "2026-11-24T08:02:00Z",
+        }
+    ],
+}
+
+USER_EXAMPLE = {
+    "id": 7,
+    "username": "nurse7",
+    "full_name": "Test Nurse Seven",
+    "role": "nurse",
+    "phone": "+4799000007",
+    "email": None,
+    "on_call": False,
+    "active": True,
+    "oidc_linked": False,
+    "locked_until": None,
+    "created_at": "2026-11-24T08:00:00Z",
+    "care_team_ids": [1],
+}
+
+CARE_TEAM_EXAMPLE = {
+    "id": 1,
+    "name": "Hjemmesykepleien",
+    "created_at": "2026-11-01T00:00:00Z",
+    "members": 4,
+    "active_patients": 50,
+}
+
+AUDIT_EXAMPLE = {
+    "id": 9041,
+    "at": "2026-11-24T08:05:12Z",
+    "user_id": 3,
+    "username": "nurse1",
+    "action": "patient.read",
+    "object_kind": "patient",
+    "object_id": "17",
+    "patient_id": 17,
+    "detail": {},
+    "ip": "10.0.0.12",
+}
+
+NOTE_EXAMPLE = {
+    "id": 5,
+    "patient_id": 17,
+    "author_id": 3,
+    "author_username": "nurse1",
+    "author_name": "Test Nurse One",
+    "at": "2026-11-24T09:10:00Z",
+    "body": "Called the patient: feels better, SpO2 95%.",
+}

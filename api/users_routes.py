@@ -18,7 +18,15 @@ from api import audit, queries
 from api.deps import Conn
 from api.paging import Limit, Offset, page
 from api.patients_routes import invalid
-from api.schemas import CareTeamIn, UserIn, UserPatch
+from api.schemas import (
+    CARE_TEAM_EXAMPLE,
+    TOTAL_HEADER,
+    USER_EXAMPLE,
+    CareTeamIn,
+    UserIn,
+    UserPatch,
+    example,
+)
 from api.scope import teams_of
 from api.security import Admin, Clinician, CurrentUser, hash_password
 
@@ -66,7 +74,9 @@ def _conflict(exc: psycopg.errors.UniqueViolation) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, f"{field}: another user already has it")
 
 
-@router.get("/api/v1/users", tags=["users"], responses={200: {"headers": {"X-Total-Count": {}}}})
+@router.get(
+    "/api/v1/users", tags=["users"], responses=example([USER_EXAMPLE], headers=TOTAL_HEADER)
+)
 def list_users(
     admin: Admin,
     conn: Conn,
@@ -93,7 +103,7 @@ def list_users(
     return page(response, conn.execute(queries.USERS, params).fetchall(), count)
 
 
-@router.get("/api/v1/users/{user_id}", tags=["users"])
+@router.get("/api/v1/users/{user_id}", tags=["users"], responses=example(USER_EXAMPLE))
 def get_user(user_id: UserId, admin: Admin, conn: Conn) -> dict[str, Any]:
     """One user of your care teams (admin)."""
     return _user(conn, admin, user_id)
@@ -103,7 +113,10 @@ def get_user(user_id: UserId, admin: Admin, conn: Conn) -> dict[str, Any]:
     "/api/v1/users",
     tags=["users"],
     status_code=201,
-    responses={409: {"description": "username, email or oidc_subject taken"}},
+    responses={
+        201: {"content": {"application/json": {"example": USER_EXAMPLE}}},
+        409: {"description": "username, email or oidc_subject taken"},
+    },
 )
 def create_user(body: UserIn, admin: Admin, conn: Conn, response: Response) -> dict[str, Any]:
     """Create a user in your care teams (admin). Without `password` the user can log in only
@@ -150,7 +163,10 @@ def create_user(body: UserIn, admin: Admin, conn: Conn, response: Response) -> d
 @router.patch(
     "/api/v1/users/{user_id}",
     tags=["users"],
-    responses={409: {"description": "email or oidc_subject taken; or you would lock yourself out"}},
+    responses={
+        **example(USER_EXAMPLE),
+        409: {"description": "email or oidc_subject taken; or you would lock yourself out"},
+    },
 )
 def edit_user(user_id: UserId, body: UserPatch, admin: Admin, conn: Conn) -> dict[str, Any]:
     """Change a user of your care teams (admin): role, active, phone, on_call, name, email,
@@ -220,7 +236,7 @@ def edit_user(user_id: UserId, body: UserPatch, admin: Admin, conn: Conn) -> dic
 # --- care teams -------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/care-teams", tags=["care teams"])
+@router.get("/api/v1/care-teams", tags=["care teams"], responses=example([CARE_TEAM_EXAMPLE]))
 def list_care_teams(user: Clinician, conn: Conn) -> list[dict[str, Any]]:
     """Your care teams, with their member and active-patient counts (all roles)."""
     rows: list[dict[str, Any]] = conn.execute(queries.CARE_TEAMS, {"user_id": user.id}).fetchall()
@@ -231,7 +247,10 @@ def list_care_teams(user: Clinician, conn: Conn) -> list[dict[str, Any]]:
     "/api/v1/care-teams",
     tags=["care teams"],
     status_code=201,
-    responses={409: {"description": "a care team with this name exists"}},
+    responses={
+        201: {"content": {"application/json": {"example": CARE_TEAM_EXAMPLE}}},
+        409: {"description": "a care team with this name exists"},
+    },
 )
 def create_care_team(body: CareTeamIn, admin: Admin, conn: Conn) -> dict[str, Any]:
     """Create a care team (admin); you join it, and can then place users and patients in it."""
