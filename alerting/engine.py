@@ -72,6 +72,8 @@ GOOD = "ok"
 BUCKET_MIN_READINGS = 3
 # The baseline is recomputed at most this often (it moves by the day, not the minute).
 BASELINE_EVERY_S = 3600.0
+# A stream run's recent level averages good readings over about this long.
+LEVEL_TAU_S = 300.0
 _SPOT_BITS = (1 << BAD_QUALITY_SPOT_RUN) - 1
 _NO_TIME = -math.inf
 
@@ -85,6 +87,10 @@ class Run:
     n_in: int = 0
     n_out: int = 0
     worst: int = 0  # the lowest SpO2 (or most extreme pulse) inside the run
+    # The recent level while the run lasts: every good reading, in or just outside the band,
+    # averaged over about `LEVEL_TAU_S` (a sleeper's 94–95% reads as about 94.3, not 94).
+    level: float = 0.0
+    level_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -186,7 +192,7 @@ def evaluate(
             state.pulse_graded += 1
         bands = state.history if late else state.live
         if profile.mode == CONTINUOUS:
-            _stream(bands, profile, t, spo2, pulse, reading, out)
+            _stream(state, bands, profile, t, spo2, pulse, reading, out)
         else:
             _spot(bands, profile, t, spo2, pulse, reading, out)
         if _add_point(state, profile, t, spo2, late):
@@ -308,6 +314,18 @@ def _pulse_levels(p: Profile, pulse: int) -> tuple[int, int]:
     return NORMAL, NORMAL
 
 
+def band(profile: Profile, spo2_pct: int, pulse_bpm: int) -> str:
+    """Where one good reading sits in the patient's own bands: normal, amber or red, as the
+    rules above judge it (the graded pulse bands count only where `pulse_amber_alerts` is
+    set). For telling a patient at once what their texted reading means."""
+    level = _spo2_level(profile, spo2_pct)
+    hi, lo = _pulse_levels(profile, pulse_bpm)
+    for pulse_level in (hi, lo):
+        if pulse_level == RED or profile.pulse_amber_alerts:
+            level = max(level, pulse_level)
+    return ("normal", "amber", "red")[level]
+
+
 def _spot(
     b: Bands, p: Profile, t: float, spo2: int, pulse: int, r: Reading, out: list[Decision]
 ) -> None:
@@ -366,7 +384,9 @@ def _step(run: Run, t: float, inside: bool, value: int, low_is_worse: bool, p: P
     if inside:
         if run.start_s < 0 or t - run.last_s > p.sustain_gap_s:
             run.start_s, run.last_s, run.n_in, run.n_out, run.worst = t, t, 1, 0, value
+            run.level, run.level_s = value, t
             return
+        _level(run, t, value)
         if t > run.last_s:
             run.last_s = t
         run.n_in += 1
@@ -376,6 +396,14 @@ def _step(run: Run, t: float, inside: bool, value: int, low_is_worse: bool, p: P
         run.n_out += 1
         if run.n_out > run.n_in * p.sustain_tolerance or t - run.last_s > p.sustain_gap_s:
             run.start_s = -1.0
+        elif value:
+            _level(run, t, value)
+
+
+def _level(run: Run, t: float, value: int) -> None:
+    if t > run.level_s:
+        run.level += (value - run.level) * min(1.0, (t - run.level_s) / LEVEL_TAU_S)
+        run.level_s = t
 
 
 def _interrupt(b: Bands, t: float, p: Profile) -> None:
@@ -400,7 +428,14 @@ def _held(run: Run, sustain_s: float, p: Profile) -> bool:
 
 
 def _stream(
-    b: Bands, p: Profile, t: float, spo2: int, pulse: int, r: Reading, out: list[Decision]
+    state: PatientState,
+    b: Bands,
+    p: Profile,
+    t: float,
+    spo2: int,
+    pulse: int,
+    r: Reading,
+    out: list[Decision],
 ) -> None:
     level = _spo2_level(p, spo2)
     amber = b.spo2_amber
@@ -424,19 +459,21 @@ def _stream(
                 )
             )
         elif level >= AMBER and _held(amber, p.sustain_amber_s, p):
-            out.append(
-                Decision(
-                    r.patient_id,
-                    "spo2_low",
-                    "amber",
-                    spo2,
-                    r.time,
-                    f"SpO2 has stayed at or below {p.spo2_amber_max_pct}%{_target_note(p)} for "
-                    f"{_seconds(amber.last_s - amber.start_s)} of good-quality readings, now "
-                    f"{spo2}%{_pulse_note(p, pulse)}: clinical review",
-                    confirmed=True,
+            note = _below_usual(state, p, t, amber)
+            if note is not None:
+                out.append(
+                    Decision(
+                        r.patient_id,
+                        "spo2_low",
+                        "amber",
+                        spo2,
+                        r.time,
+                        f"SpO2 has stayed at or below {p.spo2_amber_max_pct}%{_target_note(p)} "
+                        f"for {_seconds(amber.last_s - amber.start_s)} of good-quality readings"
+                        f"{note}, now {spo2}%{_pulse_note(p, pulse)}: clinical review",
+                        confirmed=True,
+                    )
                 )
-            )
     if p.pulse_amber_min_bpm < pulse < p.pulse_amber_max_bpm:
         # The common case: a normal pulse ends nothing unless a pulse run is in progress.
         if b.pulse_high.start_s < 0 and b.pulse_low.start_s < 0:
@@ -447,6 +484,30 @@ def _stream(
     hi, lo = _pulse_levels(p, pulse)
     _pulse_stream(b.pulse_high, b.pulse_high_amber, "pulse_high", hi, p, t, pulse, r, out)
     _pulse_stream(b.pulse_low, b.pulse_low_amber, "pulse_low", lo, p, t, pulse, r, out)
+
+
+def _below_usual(state: PatientState, p: Profile, t: float, run: Run) -> str | None:
+    """Whether a sustained amber run of a stream is news: the words for its reason, or None
+    when it is not.
+
+    Before the stream's personal baseline is known (its first 48 h), or with the rule off for
+    the patient (`stream_amber_margin_pct` None), the amber band alone decides (""). After,
+    the run's recent level must also sit `stream_amber_margin_pct` or more below this
+    patient's usual for the local hour (baseline plus the hour's offset, within ±2 points):
+    someone who sleeps at 93–94% every night is not amber every night, while the same level
+    in someone whose nights are at 96% is.
+    """
+    margin = p.stream_amber_margin_pct
+    if margin is None or state.diurnal is None or state.baseline_pct is None:
+        return ""
+    hour = int((t + _utc_offset_s(t, p.tz)) // 3600.0 % 24)
+    usual = state.baseline_pct + float(state.diurnal[hour])
+    if run.level > usual - margin:
+        return None
+    return (
+        f", about {run.level:.0f}% lately, {usual - run.level:.0f} points below this "
+        f"patient's usual for the time of day ({usual:.0f}%)"
+    )
 
 
 def _pulse_stream(

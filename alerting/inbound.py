@@ -25,8 +25,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from alerting import messaging, rota
+from alerting.engine import band
 from alerting.lifecycle import AlertNotFoundError, AlertStateError, acknowledge
-from alerting.rules import Reading, Thresholds, evaluate
+from alerting.profile import DEFAULT_PROFILE, Profile
 
 SMS_DEVICE_PREFIX = "sms-"
 DEVICE_CHANGES_CHANNEL = "oximon_devices"  # devices.registry: the ingest worker's cache drops it
@@ -74,8 +75,9 @@ def _patient(conn: psycopg.Connection[Any], phone: str) -> dict[str, Any] | None
     return (
         conn.cursor(row_factory=dict_row)
         .execute(
-            "SELECT id, language, sms_opted_out, spo2_amber_max_pct, spo2_red_max_pct,"
-            " pulse_red_min_bpm, pulse_red_max_bpm FROM patients"
+            "SELECT id, language, sms_opted_out, spo2_target_min_pct, spo2_target_max_pct,"
+            " spo2_amber_max_pct, spo2_red_max_pct, pulse_red_min_bpm, pulse_red_max_bpm,"
+            " alert_rules FROM patients"
             " WHERE phone = %s AND status = 'active'",
             (phone,),
         )
@@ -153,20 +155,18 @@ def _from_clinician(conn: psycopg.Connection[Any], user_id: int, text: str) -> I
     return Inbound(messaging.CLINICIAN_HELP, "help", user_id=user_id)
 
 
-def _severity(patient: dict[str, Any], texted: messaging.TextedReading, now: datetime) -> str:
-    thresholds = Thresholds(
-        patient["spo2_amber_max_pct"],
-        patient["spo2_red_max_pct"],
-        patient["pulse_red_min_bpm"],
-        patient["pulse_red_max_bpm"],
-    )
-    found = {
-        d.severity
-        for d in evaluate(
-            thresholds, Reading(patient["id"], now, texted.spo2_pct, texted.pulse_bpm)
-        )
-    }
-    return "red" if "red" in found else "amber" if "amber" in found else "normal"
+def _severity(
+    patient: dict[str, Any], texted: messaging.TextedReading, now: datetime | None = None
+) -> str:
+    """Where the texted reading sits in the patient's own bands, judged as the engine judges
+    it (alerting.profile, alerting.engine): a COPD patient texting 89% inside a target of
+    88–92% is told it is recorded, not that it is outside their limits. `patient` is their
+    `patients` row (bands, target range, alert_rules; missing columns take the defaults)."""
+    try:
+        profile = Profile.from_row(patient)
+    except (ValueError, TypeError):
+        profile = DEFAULT_PROFILE  # a row the ingest worker would also judge on the defaults
+    return band(profile, texted.spo2_pct, texted.pulse_bpm)
 
 
 def _from_patient(
@@ -194,7 +194,7 @@ def _from_patient(
     if texted is None:
         reply = None if quiet else messaging.patient_text("unreadable", language)
         return Inbound(reply, "unreadable", patient_id=pid)
-    severity = _severity(patient, texted, now)
+    severity = _severity(patient, texted)
     device_id = ensure_sms_device(conn, pid, now)
     return Inbound(
         None if quiet else messaging.patient_text(severity, language, texted),

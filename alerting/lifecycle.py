@@ -86,9 +86,10 @@ class Applied:
 
 _UPSERT = """
 INSERT INTO alerts (patient_id, kind, severity, opened_at, updated_at, reason,
-                    first_value, worst_value, latest_value, reading_count, last_reading_at)
+                    first_value, worst_value, latest_value, reading_count, last_reading_at,
+                    confirmed)
 VALUES (%(patient_id)s, %(kind)s, %(severity)s, %(now)s, %(now)s, %(reason)s,
-        %(value)s, %(value)s, %(value)s, %(count)s, %(at)s)
+        %(value)s, %(value)s, %(value)s, %(count)s, %(at)s, %(confirmed)s)
 ON CONFLICT (patient_id, kind) WHERE status <> 'resolved' DO UPDATE SET
     updated_at = EXCLUDED.updated_at,
     latest_value = EXCLUDED.latest_value,
@@ -98,12 +99,21 @@ ON CONFLICT (patient_id, kind) WHERE status <> 'resolved' DO UPDATE SET
     reading_count = alerts.reading_count + EXCLUDED.reading_count,
     last_reading_at = GREATEST(alerts.last_reading_at, EXCLUDED.last_reading_at),
     severity = CASE WHEN EXCLUDED.severity = 'red' THEN 'red' ELSE alerts.severity END,
-    reason = CASE WHEN EXCLUDED.severity = 'red' AND alerts.severity = 'amber'
+    -- A confirmation (a re-check still low, a stream's condition held) of the alert's own
+    -- severity marks it confirmed and its words replace the single reading's.
+    reason = CASE WHEN (EXCLUDED.severity = 'red' AND alerts.severity = 'amber')
+                    OR (EXCLUDED.confirmed AND NOT alerts.confirmed
+                        AND EXCLUDED.severity = alerts.severity)
                   THEN EXCLUDED.reason ELSE alerts.reason END,
+    confirmed = CASE WHEN EXCLUDED.severity = 'red' AND alerts.severity = 'amber'
+                     THEN EXCLUDED.confirmed
+                     WHEN EXCLUDED.severity = alerts.severity
+                     THEN alerts.confirmed OR EXCLUDED.confirmed
+                     ELSE alerts.confirmed END,
     -- An upgrade to red needs someone to take it again.
     status = CASE WHEN EXCLUDED.severity = 'red' AND alerts.severity = 'amber'
                   THEN 'open' ELSE alerts.status END
-RETURNING id, severity, status, reason, (xmax = 0) AS inserted
+RETURNING id, severity, status, reason, (xmax = 0) AS inserted, confirmed
 """
 
 
@@ -123,7 +133,7 @@ def apply_decisions(
     notify = False
     for d in sorted(worst(decisions), key=lambda d: (d.patient_id, d.kind)):
         before = conn.execute(
-            "SELECT severity FROM alerts"
+            "SELECT severity, confirmed FROM alerts"
             " WHERE patient_id = %s AND kind = %s AND status <> 'resolved'"
             " FOR UPDATE",
             (d.patient_id, d.kind),
@@ -139,6 +149,7 @@ def apply_decisions(
                 "value": d.value,
                 "count": counts[(d.patient_id, d.kind)],
                 "at": d.at,
+                "confirmed": d.confirmed,
             },
         ).fetchone()
         assert row is not None
@@ -154,18 +165,39 @@ def apply_decisions(
         upgraded = (
             bool(before) and _col(before, "severity", 0) == "amber" and alert.severity == "red"
         )
+        newly_confirmed = (
+            bool(before)
+            and not upgraded
+            and not _col(before, "confirmed", 1)
+            and bool(_col(row, "confirmed", 5))
+        )
+        if newly_confirmed:
+            # Recorded and shown (the alert's words now say what confirmed it); its escalation
+            # is already running.
+            conn.execute(
+                "INSERT INTO alert_events (alert_id, at, action, detail) VALUES (%s, %s, %s, %s)",
+                (alert.id, now, "confirmed", Jsonb(_decision_detail(d, alert.severity))),
+            )
+            conn.execute(
+                "SELECT pg_notify('oximon_alerts', %s)",
+                (
+                    json.dumps(
+                        {
+                            "alert_id": alert.id,
+                            "patient_id": d.patient_id,
+                            "kind": d.kind,
+                            "severity": alert.severity,
+                            "event": "confirmed",
+                        }
+                    ),
+                ),
+            )
         if inserted or upgraded:
             history = bool(getattr(d, "history", False))
             snooze = escalation.snooze_covering(conn, d.patient_id, d.kind, alert.severity, now)
-            detail: dict[str, Any] = {
-                "severity": alert.severity,
-                "value": d.value,
-                "reason": d.reason,
-            }
+            detail = _decision_detail(d, alert.severity)
             if snooze is not None:
                 detail["snoozed_until"] = snooze["until"].isoformat()
-            if history:
-                detail["history"] = True
             conn.execute(
                 "INSERT INTO alert_events (alert_id, at, action, detail) VALUES (%s, %s, %s, %s)",
                 (alert.id, now, "opened" if inserted else "upgraded", Jsonb(detail)),
@@ -201,6 +233,21 @@ def apply_decisions(
     if notify:
         conn.execute("SELECT pg_notify(%s, '')", (escalation.OUTBOX_CHANNEL,))
     return applied
+
+
+def _decision_detail(d: Decision, severity: str) -> dict[str, Any]:
+    """What an alert event records of the decision behind it: the words, the value, when the
+    reading was measured, and its flags (only those set)."""
+    detail: dict[str, Any] = {
+        "severity": severity,
+        "value": d.value,
+        "reason": d.reason,
+        "measured_at": d.at.isoformat(),
+    }
+    for flag in ("recheck", "confirmed", "history"):
+        if getattr(d, flag, False):
+            detail[flag] = True
+    return detail
 
 
 def _ask_patient_to_measure_again(

@@ -66,8 +66,17 @@ CONFIRM_WINDOW_S = 12 * 3600.0
 # Red only when the condition holds for this long in good-quality readings: a brief dip or a
 # moving finger pages nobody.
 SUSTAIN_RED_S = 60.0
-# Amber (a review within hours, not a page) waits longer and so removes most noise for free.
-SUSTAIN_AMBER_S = 300.0
+# Amber (a review within hours, not a page) waits longer and so removes most noise for free:
+# ten minutes, so a patient dozing off in a chair or a wandering reading does not ask for a
+# review (clinical benchmark: 5 min raised twice the amber alerts of stable patients).
+SUSTAIN_AMBER_S = 600.0
+# Once a stream's personal baseline is known (48 h, see below), a sustained amber must also sit
+# this many points below the patient's own usual SpO2 for the local hour (ours). The @home
+# bands were written for a reading taken awake and at rest; asleep, SpO2 runs a point or two
+# lower, and someone whose nights sit at 93–94% would otherwise be amber every night. Red is
+# never judged this way: 92% and below is red for everyone on the default bands.
+# None: the amber band alone decides (a clinician's choice per patient).
+STREAM_AMBER_MARGIN_PCT = 2.0
 # A pulse at or beyond its red band must hold longer: a stream records the patient walking
 # about, and exertion raises the pulse for minutes at a time (NEWS2 scores a resting pulse).
 SUSTAIN_PULSE_S = 300.0
@@ -128,6 +137,7 @@ class Profile:
     confirm_window_s: float = CONFIRM_WINDOW_S
     sustain_red_s: float = SUSTAIN_RED_S
     sustain_amber_s: float = SUSTAIN_AMBER_S
+    stream_amber_margin_pct: float | None = STREAM_AMBER_MARGIN_PCT
     sustain_pulse_s: float = SUSTAIN_PULSE_S
     sustain_tolerance: float = SUSTAIN_TOLERANCE
     sustain_gap_s: float = SUSTAIN_GAP_S
@@ -209,12 +219,37 @@ class Profile:
         if isinstance(schedule, Mapping) and schedule.get("kind") in MODES:
             values["mode"] = schedule["kind"]
         rules = row.get("alert_rules") or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(rules) - known
+        if not isinstance(rules, Mapping):
+            raise ValueError("alert_rules must be a mapping of setting names to values")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(rules) - set(fields)
         if unknown:
             raise ValueError(f"unknown alert rule setting(s): {', '.join(sorted(unknown))}")
-        values.update(rules)
+        for name, value in rules.items():
+            values[name] = _setting(fields[name], value)
         return cls(**values)
+
+
+def _setting(f: dataclasses.Field[Any], value: Any) -> Any:
+    """One `alert_rules` value checked against the field it sets (a stored override is JSON)."""
+    default = f.default
+    if value is None:
+        if "None" in str(f.type):
+            return None
+        raise ValueError(f"alert_rules.{f.name} needs a value")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"alert_rules.{f.name} must be true or false")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"alert_rules.{f.name} must be text")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"alert_rules.{f.name} must be a number")
+    if isinstance(default, int) and not float(value).is_integer():
+        raise ValueError(f"alert_rules.{f.name} must be a whole number")
+    return int(value) if isinstance(default, int) else float(value)
 
 
 DEFAULT_PROFILE = Profile()

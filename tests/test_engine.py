@@ -67,6 +67,27 @@ def test_profile_from_a_row_with_nulls_and_rule_overrides() -> None:
         Profile.from_row({"alert_rules": {"sustain_red_sec": 120}})
 
 
+@pytest.mark.parametrize(
+    ("rules", "field"),
+    [
+        ({"sustain_amber_s": "15 min"}, "sustain_amber_s"),
+        ({"pulse_amber_alerts": 1}, "pulse_amber_alerts"),
+        ({"sustain_red_s": None}, "sustain_red_s"),
+    ],
+)
+def test_a_stored_rule_override_of_the_wrong_kind_is_refused_naming_it(
+    rules: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        Profile.from_row({"alert_rules": rules})
+
+
+def test_the_personal_stream_amber_rule_can_be_turned_off_for_one_patient() -> None:
+    assert Profile().stream_amber_margin_pct == 2.0
+    p = Profile.from_row({"alert_rules": {"stream_amber_margin_pct": None, "sustain_amber_s": 900}})
+    assert p.stream_amber_margin_pct is None and p.sustain_amber_s == 900.0
+
+
 def test_a_target_range_puts_the_news2_scale_2_bands_below_it() -> None:
     copd = Profile.for_target_range(88, 92)
     assert (copd.spo2_amber_max_pct, copd.spo2_red_max_pct) == (87, 85)
@@ -183,10 +204,10 @@ def test_a_stream_run_survives_a_reading_just_above_the_band() -> None:
     assert decisions and decisions[-1].severity == "red"
 
 
-def test_amber_on_a_stream_waits_five_minutes() -> None:
+def test_amber_on_a_stream_waits_ten_minutes() -> None:
     engine = Engine()
-    assert run(engine, stream(0, 74, 94), STREAM) == []  # 0..292 s
-    [d] = run(engine, stream(300, 1, 94), STREAM)
+    assert run(engine, stream(0, 149, 94), STREAM) == []  # 0..592 s
+    [d] = run(engine, stream(600, 1, 94), STREAM)
     assert (d.kind, d.severity) == ("spo2_low", "amber")
 
 

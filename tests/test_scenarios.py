@@ -28,5 +28,7 @@ def test_the_suite_covers_the_clinical_cases_of_issue_4() -> None:
         "single low spot check, then a normal one",
         "missed spot checks",
         "late upload",
+        "sleeps at 93-94%",
+        "falls to 93-94% awake",
     ):
         assert case in names, case

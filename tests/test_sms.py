@@ -11,6 +11,7 @@ import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg.types.json import Jsonb
 
 from alerting import messaging
 from alerting.lifecycle import apply_decisions
@@ -189,6 +190,38 @@ def test_a_red_reading_by_sms_gets_safety_advice_at_once_and_pages_the_nurse(
     assert (alert["kind"], alert["severity"]) == ("spo2_low", "red")
     page = db.execute("SELECT recipient FROM notifications WHERE channel = 'sms'").fetchone()
     assert page["recipient"] == NURSE
+
+
+@pytest.mark.parametrize(
+    ("text", "rules", "told"),
+    [
+        ("89 80", {}, "Thank you! Recorded: SpO2 89%, pulse 80."),  # inside the target range
+        ("93 80", {}, "Thank you! Recorded: SpO2 93%, pulse 80."),  # above it, on air
+        ("86 80", {}, "A nurse will look at it."),  # two points below: amber (scale 2)
+        ("85 80", {}, "outside the limits set for you"),  # three below: red
+        ("90 118", {"pulse_amber_alerts": True}, "A nurse will look at it."),  # her own rule
+    ],
+)
+def test_a_texted_reading_is_answered_by_the_patients_own_bands(
+    client: TestClient,
+    db: psycopg.Connection,
+    twilio: FakeTwilio,
+    text: str,
+    rules: dict[str, object],
+    told: str,
+) -> None:
+    # A COPD patient with a prescribed target of 88–92% (NEWS2 SpO2 scale 2), as the engine
+    # judges her: the reply must say what the nurses will see, not the default bands.
+    patient = add_patient(db, PATIENT_EN, "en")
+    db.execute(
+        "UPDATE patients SET spo2_target_min_pct = 88, spo2_target_max_pct = 92,"
+        " spo2_amber_max_pct = 87, spo2_red_max_pct = 85, alert_rules = %s WHERE id = %s",
+        (Jsonb(rules), patient),
+    )
+    reply = reply_text(twilio.inbound(client, INBOUND, PATIENT_EN, text))
+    assert reply is not None and told in reply
+    if "limits" not in told:
+        assert "outside the limits" not in reply
 
 
 def test_unreadable_text_gets_an_example_and_stores_no_reading(

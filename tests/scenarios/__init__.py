@@ -1,9 +1,10 @@
 """Clinical scenarios as data: load the YAML tables, run them, check what they must (not) raise.
 
-One file per scenario in this folder. The same scenario runs through the pure engine
-(`run_pure`, tests/test_scenarios.py, microseconds a reading) and can run through the real
-pipeline (publish each reading at its `received` platform time, collect the alerts, and hand
-them to `check` as `Observed`).
+One file per scenario in this folder. Every scenario runs twice: through the pure engine
+(`run_pure`, tests/test_scenarios.py, microseconds a reading) and through the real pipeline
+(tests/test_scenarios_pipeline.py: each reading published to Mosquitto at its `received`
+platform time, the ingest worker, the database, the watchdog at the `checks` instants; the
+alerts read back and handed to `check` as `Observed`).
 
 A scenario file:
 
@@ -25,8 +26,9 @@ A scenario file:
       - {at: 13h, actions: [remind_patient]}
 
 Times are relative to `start`: `0`, `90s`, `5m`, `6h5m`, `1d8h`. A row `A..B/STEP` repeats
-every STEP from A up to (not including) B, and a value `97->88` goes in a straight line over
-that range (rounded to whole numbers, as devices report). `-` or a missing trailing column
+every STEP from A up to (not including) B (rows must not overlap: one reading per instant),
+and a value `97->88` goes in a straight line over that range (rounded to whole numbers, as
+devices report). `-` or a missing trailing column
 takes the default: quality `ok`, no perfusion index, received when measured. `received`
 `+10m` is relative to the reading's own time. A reading received more than 600 s after it was
 measured is late, exactly as the ingest worker decides (`ingest_late_after_s`).
@@ -81,7 +83,11 @@ class ScenarioReading:
 @dataclass(frozen=True)
 class Observed:
     """An alert as a scenario sees it (from the engine's decisions, or from the database).
-    A flag of None is unknown: it satisfies `expect` and never trips `forbid`."""
+    A flag of None is unknown: it satisfies `expect` and never trips `forbid`.
+
+    `update` marks what the database knows only as a later update of an alert already open
+    (its newest reading's time, its severity by then): it can trip a `forbid` on kind,
+    severity and time, and never satisfies an `expect`."""
 
     kind: str
     severity: str
@@ -90,6 +96,7 @@ class Observed:
     recheck: bool | None = None
     confirmed: bool | None = None
     history: bool | None = None
+    update: bool = False
 
     @classmethod
     def of(cls, d: Decision) -> Observed:
@@ -170,6 +177,11 @@ class Outcome:
     checks: list[tuple[Check, frozenset[str]]]  # (expected, actual actions)
 
 
+def has_delayed_readings(scenario: Scenario) -> bool:
+    """Whether any reading reaches the platform after it was measured (an upload)."""
+    return any(r.received > r.at for r in scenario.readings)
+
+
 def load_scenarios(folder: Path = HERE) -> list[Scenario]:
     """Every scenario file in `folder`, sorted by file name."""
     return [load_scenario(path) for path in sorted(folder.glob("*.yaml"))]
@@ -189,7 +201,7 @@ def load_scenario(path: Path) -> Scenario:
             description=" ".join(str(doc.get("description", "")).split()),
             start=start,
             patient=doc.get("patient") or {},
-            readings=tuple(parse_table(doc["readings"], start)),
+            readings=_one_per_instant(parse_table(doc["readings"], start), start),
             expect=tuple(_expectation(e) for e in doc.get("expect") or []),
             forbid=tuple(_expectation(e) for e in doc.get("forbid") or []),
             checks=tuple(
@@ -199,6 +211,19 @@ def load_scenario(path: Path) -> Scenario:
         )
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
         raise ScenarioError(f"{path.name}: {exc}") from exc
+
+
+def _one_per_instant(
+    readings: list[ScenarioReading], start: datetime
+) -> tuple[ScenarioReading, ...]:
+    """The readings, refusing two measured at the same instant (one device stores one reading
+    per measured time: overlapping rows would not mean the same through the pipeline)."""
+    seen: set[datetime] = set()
+    for r in readings:
+        if r.at in seen:
+            raise ScenarioError(f"two readings measured at +{r.at - start}: rows overlap")
+        seen.add(r.at)
+    return tuple(readings)
 
 
 def duration(text: str) -> timedelta:
@@ -327,7 +352,9 @@ def check(
     seen = list(observed)
     problems = []
     for e in scenario.expect:
-        if not any(e.matches(o, scenario.start, unknown_flags_match=True) for o in seen):
+        if not any(
+            e.matches(o, scenario.start, unknown_flags_match=True) for o in seen if not o.update
+        ):
             problems.append(
                 f"expected an alert matching {{{e.text}}}; got {_summary(seen, scenario)}"
             )
