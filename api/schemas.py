@@ -42,10 +42,6 @@ class TokenOut(BaseModel):
     username: str
 
 
-# Kept for callers of the old name.
-Token = TokenOut
-
-
 class RefreshIn(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "q0v3m2…"}]})
     refresh_token: str = Field(min_length=1, max_length=200)
