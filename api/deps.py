@@ -29,6 +29,9 @@ def _timezone(request: Request) -> str:
     return str(request.app.state.settings.timezone)
 
 
-Conn = Annotated[psycopg.Connection[DictRow], Depends(_conn)]
+# scope="function": the connection goes back to the pool, committing the request's work, before
+# the response is sent (FastAPI's default since 0.118 ends it after), so a client that acts on a
+# response, such as the dashboard re-reading a list after a POST, sees what that POST did.
+Conn = Annotated[psycopg.Connection[DictRow], Depends(_conn, scope="function")]
 Now = Annotated[Clock, Depends(_clock)]
 Zone = Annotated[str, Depends(_timezone)]
