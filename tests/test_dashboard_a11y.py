@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.helpers import wait_until
 from tests.test_dashboard_browser import ARTIFACTS, log_in, open_dashboard
 
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
@@ -203,16 +204,29 @@ def test_language_is_chosen_per_user_and_remembered(
         expect(page.get_by_role("button", name="Log in")).to_be_visible()
         log_in(page, str(nurse["username"]), str(nurse["password"]))
         expect(page.get_by_role("heading", level=1)).to_have_text("Patients")
+        # The alert sound is switched off, and that too is kept with the user.
+        page.get_by_role("button", name="Alert sound: on").click()
+        expect(page.get_by_role("button", name="Alert sound: off")).to_have_attribute(
+            "aria-pressed", "false"
+        )
         page.get_by_label("Language").select_option("nb")
         expect(page.get_by_role("heading", level=1)).to_have_text("Pasienter")
         expect(page.get_by_role("navigation").get_by_role("link", name="Oversikt")).to_be_visible()
         expect(page.get_by_role("table", name="Pasienter")).to_contain_text(
             "Synthetic Test Patient"
         )
-        stored = db.execute(
-            "SELECT language FROM user_preferences WHERE user_id = %s", (nurse["id"],)
-        ).fetchone()
-        assert stored["language"] == "nb"
+        wait_until(
+            lambda: (
+                db.execute(
+                    "SELECT language = 'nb' AND NOT alert_sound AS ok FROM user_preferences"
+                    " WHERE user_id = %s",
+                    (nurse["id"],),
+                ).fetchone()
+                == {"ok": True}
+            ),
+            10,
+            "the language and sound to be stored with the user",
+        )
         assert errors == []
     finally:
         context.close()
@@ -224,6 +238,7 @@ def test_language_is_chosen_per_user_and_remembered(
         log_in(page, str(nurse["username"]), str(nurse["password"]))
         expect(page.get_by_role("heading", level=1)).to_have_text("Pasienter")
         expect(page.get_by_role("button", name="Logg ut")).to_be_visible()
+        expect(page.get_by_role("button", name="Varsellyd: av")).to_be_visible()
         page.screenshot(path=ARTIFACTS / "dashboard-nb.png", full_page=True)
     finally:
         context.close()
@@ -272,4 +287,19 @@ def test_nurse_edits_bands_and_adds_a_note_on_the_patient_page(
     notes = page.locator(".notes li")
     expect(notes.first).to_contain_text("Called: feels better, SpO2 95%.")
     expect(notes.first).to_contain_text("Test nurse")
+
+    # Discharge: monitoring ends, the patient leaves the overview, the history stays.
+    page.get_by_label("Reason (optional)").fill("Recovered")
+    page.get_by_role("button", name="Discharge").click()  # not confirmed: nothing happens
+    assert (
+        db.execute("SELECT status FROM patients WHERE id = %s", (patient,)).fetchone()["status"]
+        == "active"
+    )
+    page.get_by_label("Monitoring of this patient ends now; history is kept").check()
+    page.get_by_role("button", name="Discharge").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Patients")
+    expect(page.get_by_text("Synthetic Test Patient")).to_have_count(0)
+    discharged = db.execute("SELECT status FROM patients WHERE id = %s", (patient,)).fetchone()
+    assert discharged["status"] == "discharged"
+    assert db.execute("SELECT count(*) AS n FROM patient_notes").fetchone()["n"] == 1
     assert errors == []

@@ -54,6 +54,7 @@ const TEXTS = {
     saved: "Saved.", notes: "Notes", add_note: "Add note", note_text: "Note", link: "Reading link",
     send_link: "Text the patient a reading link", link_sent: "Link sent by SMS. Valid until {t}.", link_url: "Link",
     revoke_links: "Withdraw links", links_revoked: "{n} link(s) withdrawn.", discharge: "Discharge",
+    discharge_reason: "Reason (optional)", discharge_confirm: "Monitoring of this patient ends now; history is kept",
     lang_nb: "Norsk bokmål", lang_en: "English", device: "Device", kind: "Kind", severity: "Severity",
     // rota
     rota_title: "On-call rota", now_on_duty: "On duty now", nurse: "Nurse", doctor: "Doctor", nobody: "nobody",
@@ -131,6 +132,7 @@ const TEXTS = {
     saved: "Lagret.", notes: "Notater", add_note: "Legg til notat", note_text: "Notat", link: "Målelenke",
     send_link: "Send pasienten en målelenke på SMS", link_sent: "Lenken er sendt på SMS. Gjelder til {t}.", link_url: "Lenke",
     revoke_links: "Trekk tilbake lenker", links_revoked: "{n} lenke(r) trukket tilbake.", discharge: "Skriv ut",
+    discharge_reason: "Begrunnelse (valgfritt)", discharge_confirm: "Oppfølgingen av pasienten avsluttes nå; historikken beholdes",
     lang_nb: "Norsk bokmål", lang_en: "English", device: "Oksymeter", kind: "Type", severity: "Alvorlighet",
     rota_title: "Vaktliste", now_on_duty: "På vakt nå", nurse: "Sykepleier", doctor: "Lege", nobody: "ingen",
     shifts: "Vakter (fra i går til om to uker)", person: "Person", role: "Rolle", starts: "Starter", ends: "Slutter",

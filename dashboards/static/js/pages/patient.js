@@ -163,6 +163,7 @@ async function notes(p, box) {
       list.replaceChildren(...(Array.isArray(rows) ? rows : rows.items || []).map((n) =>
         h("li", {}, h("p", {}, n.body), h("small", {}, `${n.author_name || n.author_username}, ${fmtDateTime(n.at)}`))));
     } catch (err) {
+      console.warn("notes", err);
       list.replaceChildren();
       if (err.status === 404 || err.status === 405) say(msg, t("not_available"), true);
     }
@@ -178,6 +179,31 @@ async function notes(p, box) {
   } }, h("label", { for: "note-text" }, t("note_text")), text, h("button", { type: "submit" }, t("add_note")), msg);
   box.replaceChildren(form, list);
   await load();
+}
+
+function devicesText(p) {
+  const list = p.devices || [];
+  if (!list.length) return t("no_device");
+  return list.map((d) => [d.id, d.online === true ? t("online") : d.online === false ? t("offline") : t("status_unknown"),
+    d.battery_pct !== null && d.battery_pct !== undefined ? t("battery", { n: d.battery_pct }) : null,
+    d.last_seen_at ? `${t("col_measured").toLowerCase()} ${ago(d.last_seen_at)}` : null].filter(Boolean).join(", ")).join("; ");
+}
+
+function dischargeBox(ctx, p) {
+  const msg = h("p", { role: "status", className: "msg" });
+  const reason = h("input", { id: "discharge-reason", maxlength: 500 });
+  const confirm = h("input", { id: "discharge-confirm", type: "checkbox", required: true });
+  return h("form", { className: "stack", onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      await api(`/api/v1/patients/${p.id}/discharge`, { method: "POST", body: { reason: reason.value || null } });
+      await ctx.refresh();
+      location.hash = "#/";
+    } catch (err) { say(msg, err.message, true); }
+  } },
+  h("label", { for: reason.id }, t("discharge_reason")), reason,
+  h("div", { className: "check" }, confirm, h("label", { for: confirm.id }, t("discharge_confirm"))),
+  h("div", { className: "row" }, h("button", { type: "submit" }, t("discharge")), msg));
 }
 
 function linkBox(p) {
@@ -211,6 +237,7 @@ export async function render(ctx, root, { id }) {
       h("span", {}, `${t("col_spo2")}: ${row.last_spo2 ?? t("none")}%`),
       h("span", {}, `${t("col_pulse")}: ${row.last_pulse ?? t("none")}/min`),
       h("span", {}, `${t("col_measured")}: ${ago(row.last_time)}`),
+      h("span", {}, `${t("device")}: ${devicesText(p)}`),
       ...(row.alert_id ? [h("span", {}, `${t("alert")}: ${row.alert_reason} (${t(`st_${row.alert_status}`)})`)] : []));
   };
   const chartBox = h("div", { id: "charts" }, h("p", {}, t("loading")));
@@ -225,7 +252,7 @@ export async function render(ctx, root, { id }) {
   const trend = h("div");
   const tl = h("div", {}, h("p", {}, t("loading")));
   const notesBox = h("div");
-  root.append(
+  root.append(...[
     h("p", {}, h("a", { href: "#/" }, `← ${t("back")}`)),
     h("h1", {}, `#${p.id} ${p.display_name}`),
     summary,
@@ -240,7 +267,9 @@ export async function render(ctx, root, { id }) {
     h("section", { "aria-labelledby": "settings-title", className: "card" },
       h("h2", { id: "settings-title" }, t("settings")),
       settingsForm(ctx, p, async () => { p = await api(`/api/v1/patients/${id}`); charts(p, chartBox); })),
-  );
+    p.status === "active" && ctx.me.role !== "doctor" ? h("section", { "aria-labelledby": "discharge-title", className: "card" },
+      h("h2", { id: "discharge-title" }, t("discharge")), dischargeBox(ctx, p)) : null,
+  ].filter(Boolean));
   drawSummary();
   ctx.store.listeners.add(drawSummary);
   chartBox._trend = await trendBox(p, trend);
