@@ -92,6 +92,12 @@ def screenshot(html: Path, png: Path) -> None:
         page.goto(html.resolve().as_uri())
         page.wait_for_timeout(1500)
         page.screenshot(path=str(png), full_page=True)
+        # The charts alone (requests/s, response times, users), for the README.
+        top = page.get_by_role("heading", name="Charts").bounding_box()
+        end = page.get_by_role("heading", name="Final ratio").bounding_box()
+        if top and end:
+            clip = {"x": 0, "y": top["y"] - 10, "width": 1400, "height": end["y"] - top["y"]}
+            page.screenshot(path=str(png.with_name("locust-charts.png")), full_page=True, clip=clip)
         browser.close()
 
 

@@ -12,13 +12,19 @@ environment both users read.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from bench.locust_devices import DeviceUser
+# locust puts this file's folder first on sys.path, where bench/api.py would shadow the top-level
+# `api` package; the benchmarks import everything as `bench.…` from the checkout instead.
+_HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
+
+from bench.locust_devices import DeviceUser  # noqa: E402
 
 __all__ = ["DeviceUser"]
 
 if (Path(__file__).parent / "locust_api.py").exists():
-    from bench.locust_api import NurseUser
+    from bench.locust_api import NurseUser  # noqa: E402
 
     __all__ += ["NurseUser"]
