@@ -40,6 +40,9 @@ from bench.stack import SERVICE_PASSWORD, SERVICE_USER
 from oximon.localstack import LocalPostgres, free_port, start_private_stack
 
 NURSE_PASSWORD = "bench-nurse-password"  # noqa: S105 - a private bench database
+# Chart spans and their buckets, as in locust_api.py.
+CHARTS = {"24h": (timedelta(hours=24), "5m"), "7d": (timedelta(days=7), "30m"),
+          "30d": (timedelta(days=30), "1h")}  # fmt: skip
 # Targets (issue 6): p95 per endpoint, milliseconds.
 TARGETS_MS = {
     "GET /api/v1/patients": 50.0,
@@ -225,8 +228,6 @@ def explain(url: str, now: datetime) -> str:
 def sequential(base: str, now: datetime, patients: int, n: int = 30) -> list[dict[str, object]]:
     """One nurse, one request at a time: each endpoint's latency without our own concurrency
     (the machine's other load still counts)."""
-    from bench.locust_api import CHARTS
-
     with httpx.Client(base_url=base, timeout=30) as client:
         res = client.post(
             "/api/v1/auth/token", data={"username": "nurse-001", "password": NURSE_PASSWORD}

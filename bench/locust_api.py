@@ -27,13 +27,15 @@ PATIENTS = int(os.environ.get("BENCH_PATIENTS", "1000"))
 NOW = datetime.fromisoformat(os.environ["BENCH_NOW"]) if "BENCH_NOW" in os.environ else None
 PAGE = int(os.environ.get("BENCH_PAGE", "200"))
 
+# Chart spans and their buckets (bench/api.py's one-at-a-time pass has the same; this file is
+# loaded by locust with bench/ on sys.path, where `api` would be bench/api.py, so it imports
+# nothing of ours): about 300–700 points per chart, what a screen can show.
+CHARTS = {"24h": (timedelta(hours=24), "5m"), "7d": (timedelta(days=7), "30m"),
+          "30d": (timedelta(days=30), "1h")}  # fmt: skip
+
 # Logins (argon2, slow on purpose) are measured apart: statistics restart once every nurse has
 # logged in, so the table shows the steady polling load.
 LOGIN_MS: list[float] = []
-
-# Chart spans and their buckets: about 300–700 points per chart, what a screen can show.
-CHARTS = {"24h": (timedelta(hours=24), "5m"), "7d": (timedelta(days=7), "30m"),
-          "30d": (timedelta(days=30), "1h")}  # fmt: skip
 
 
 class NurseUser(HttpUser):
