@@ -77,15 +77,8 @@ def screenshot(html: Path, png: Path) -> None:
     """Locust's HTML report rendered by Debian's Chromium, its charts included."""
     from playwright.sync_api import sync_playwright
 
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    from dashboards.loadtime import CHROMIUM_ARGS as args  # Debian's Chromium, closed network
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -96,7 +89,7 @@ def screenshot(html: Path, png: Path) -> None:
         top = page.get_by_role("heading", name="Charts").bounding_box()
         end = page.get_by_role("heading", name="Final ratio").bounding_box()
         if top and end:
-            clip = {"x": 0, "y": top["y"] - 10, "width": 1400, "height": end["y"] - top["y"]}
+            clip: Any = {"x": 0, "y": top["y"] - 10, "width": 1400, "height": end["y"] - top["y"]}
             page.screenshot(path=str(png.with_name("locust-charts.png")), full_page=True, clip=clip)
         browser.close()
 
