@@ -238,3 +238,28 @@ def test_the_latest_readings_of_a_batch_fit_in_notify_payloads() -> None:
     assert {tuple(i[2:4]) for i in latest} == {(91, 70)}
     assert {i[1] for i in latest} == {int((t0 + timedelta(seconds=1)).timestamp() * 1_000_000)}
     assert all(json.loads(p)["n"] == 6000 for p in payloads)
+
+
+def test_the_api_stops_promptly_with_streams_open(
+    settings: Settings, nurse: dict[str, str], streams: Any, tmp_path: Path
+) -> None:
+    """A deploy's SIGTERM ends open streams instead of waiting for them forever (uvicorn waits
+    for open responses before it exits)."""
+    import signal
+
+    from oximon.localstack import free_port
+    from tests.conftest import Service, _answers_healthz
+
+    api_settings = settings.model_copy(update={"api_port": free_port()})
+    base_url = f"http://{api_settings.api_host}:{api_settings.api_port}"
+    server = Service(["api"], api_settings, tmp_path / "api.log").start()
+    try:
+        wait_until(lambda: _answers_healthz(base_url), 20, "the API to answer")
+        live = streams(base_url, nurse)
+        assert live.status == 200
+        assert server.process is not None
+        server.process.terminate()
+        assert server.process.wait(timeout=15) in (0, -signal.SIGTERM)
+        wait_until(lambda: live.status is not None and not live._thread.is_alive(), 10, "the end")
+    finally:
+        server.stop()
