@@ -3,9 +3,10 @@ credentials, keep-alive and last will, playing out `simulator.population`'s phys
 device faults a real fleet has when asked for them.
 
 One thread does everything (paho's external-loop API over one selector): a tick publishes what
-is due, the selector reads CONNACKs and PUBACKs, and `loop_misc` keeps each connection alive.
-That holds a few thousand devices in one process; the 10,000-connection benchmark
-(`bench/connections.py`) uses the raw-socket client instead.
+is due, the selector reads CONNACKs and PUBACKs, and `loop_misc` keeps each connection alive:
+no thread per device. Made for the demo's and the tests' fleets (tens to hundreds of devices,
+each registered and given a broker password through dynamic security, which is slow in bulk);
+the 10,000-connection benchmark (`bench/connections.py`) uses a raw-socket client instead.
 """
 
 from __future__ import annotations
