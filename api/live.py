@@ -137,13 +137,22 @@ class Hub:
                 await self._task
 
     async def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """A scope look-up on the hub's own connection, reconnected once if it broke (a
+        database restart); StreamUnavailableError if the database cannot be reached."""
         async with self._db_lock:
-            if self._db is None or self._db.closed:
-                self._db = await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True, application_name="oximon-api-live"
-                )
-            cur = await self._db.execute(sql, params)
-            return await cur.fetchall()
+            for attempt in (1, 2):
+                try:
+                    if self._db is None or self._db.closed:
+                        self._db = await psycopg.AsyncConnection.connect(
+                            self.database_url, autocommit=True, application_name="oximon-api-live"
+                        )
+                    cur = await self._db.execute(sql, params)
+                    return await cur.fetchall()
+                except psycopg.OperationalError as exc:
+                    self._db = None
+                    if attempt == 2:
+                        raise StreamUnavailableError("the database cannot be reached") from exc
+        raise AssertionError("unreachable")
 
     async def _run(self) -> None:
         delay = 0.2
@@ -234,7 +243,7 @@ class Hub:
                 for sub in self.subscribers:
                     if sub.wants("alert", pid, team):
                         sub.put("alert", data)
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError, StreamUnavailableError) as exc:
             # The lookup connection failed: these events cannot be scoped, so nobody gets them.
             event(log, "live_scope_failed", logging.WARNING, error=type(exc).__name__)
             self._db = None
@@ -425,7 +434,10 @@ async def _events(hub: Hub, sub: Subscriber) -> AsyncIterator[ServerSentEvent]:
                 kind, data = await asyncio.wait_for(sub.queue.get(), timeout=wait)
             except TimeoutError:
                 # Memberships change (a nurse moved to another district, an account closed).
-                teams = await hub.teams_of(sub.user.id)
+                try:
+                    teams = await hub.teams_of(sub.user.id)
+                except StreamUnavailableError:
+                    return  # the client reconnects (and reloads) once the database is back
                 if teams is None:
                     return
                 sub.teams = teams
