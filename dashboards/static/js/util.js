@@ -70,14 +70,6 @@ export async function api(path, { method = "GET", body, raw = false, retry = tru
   return type.includes("json") ? res.json() : res.text();
 }
 
-/** True when the running API has this path (the API grows while the dashboard is used). */
-let openapi = null;
-export async function hasEndpoint(path, method = "get") {
-  if (!openapi) openapi = fetch("/openapi.json").then((r) => (r.ok ? r.json() : { paths: {} })).catch(() => ({ paths: {} }));
-  const spec = await openapi;
-  return Boolean(spec.paths?.[path]?.[method]);
-}
-
 /** h("button", {type: "button", onclick}, "text", child…) */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);

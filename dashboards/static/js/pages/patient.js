@@ -4,7 +4,7 @@
 
 import { timeChart } from "../charts.js";
 import { ago, fmtDateTime, fmtNumber, t } from "../i18n.js";
-import { api, ApiError, badge, h, hasEndpoint, say, table, td } from "../util.js";
+import { api, ApiError, badge, h, say, table, td } from "../util.js";
 import { level } from "./overview.js";
 
 const RANGES = { "24h": { hours: 24, bucket: "10m" }, "7d": { hours: 168, bucket: "1h" }, "30d": { hours: 720, bucket: "6h" } };
@@ -68,8 +68,13 @@ async function trendBox(p, box) {
 }
 
 async function timeline(p, box) {
-  if (await hasEndpoint("/api/v1/patients/{patient_id}/timeline")) {
-    const data = await api(`/api/v1/patients/${p.id}/timeline?order=desc&limit=100`).catch(() => api(`/api/v1/patients/${p.id}/timeline`));
+  let data = null;
+  try {
+    data = await api(`/api/v1/patients/${p.id}/timeline?order=desc&limit=100`);
+  } catch (err) {
+    if (err.status !== 404 && err.status !== 405) throw err;
+  }
+  if (data) {
     const items = (Array.isArray(data) ? data : data.items || []).slice().sort((a, b) => b.time.localeCompare(a.time));
     box.replaceChildren(items.length
       ? h("ol", { className: "timeline" }, items.slice(0, 100).map((e) => h("li", { className: `tl-${e.type}` },

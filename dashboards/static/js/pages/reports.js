@@ -3,7 +3,7 @@
 "use strict";
 
 import { duration, fmtNumber, t } from "../i18n.js";
-import { api, h, hasEndpoint, table, td } from "../util.js";
+import { api, h, table, td } from "../util.js";
 
 function quantile(xs, q) {
   if (!xs.length) return null;
@@ -50,8 +50,13 @@ export async function render(ctx, root) {
   const load = async () => {
     const s = new Date(`${since.value}T00:00:00`).toISOString(), u = new Date(`${until.value}T00:00:00`).toISOString();
     const q = `since=${encodeURIComponent(s)}&until=${encodeURIComponent(u)}`;
-    if (await hasEndpoint("/api/v1/reports/summary")) {
-      const r = await api(`/api/v1/reports/summary?${q}`);
+    let r = null;
+    try {
+      r = await api(`/api/v1/reports/summary?${q}`);
+    } catch (err) {
+      if (err.status !== 404 && err.status !== 405) throw err;
+    }
+    if (r) {
       const min = (m) => (m === null || m === undefined ? null : m * 60);
       const sev = (x) => (x === "all" ? t("f_all") : t(`sev_${x}`));
       out.replaceChildren(
@@ -80,16 +85,16 @@ export async function render(ctx, root) {
       return;
     }
     const alerts = await api("/api/v1/alerts?limit=1000");
-    const r = fromAlerts(alerts, s, u);
+    const c = fromAlerts(alerts, s, u);
     const row = (xs) => [h("tr", {}, td(t("f_all")), td(duration(quantile(xs, 0.5))), td(duration(quantile(xs, 0.9))), td(String(xs.length)))];
     out.replaceChildren(
       h("p", { className: "note" }, t("report_source_client")),
       h("div", { className: "two-col" },
-        h("section", { className: "card" }, h("h2", {}, t("by_kind")), bars(t("by_kind"), r.byKind)),
-        h("section", { className: "card" }, h("h2", {}, t("outcomes")), bars(t("outcomes"), r.outcomes))),
+        h("section", { className: "card" }, h("h2", {}, t("by_kind")), bars(t("by_kind"), c.byKind)),
+        h("section", { className: "card" }, h("h2", {}, t("outcomes")), bars(t("outcomes"), c.outcomes))),
       h("div", { className: "two-col" },
-        h("section", { className: "card" }, h("h2", {}, t("to_ack")), times(t("to_ack"), row(r.toAck))),
-        h("section", { className: "card" }, h("h2", {}, t("to_resolve")), times(t("to_resolve"), row(r.toResolve)))));
+        h("section", { className: "card" }, h("h2", {}, t("to_ack")), times(t("to_ack"), row(c.toAck))),
+        h("section", { className: "card" }, h("h2", {}, t("to_resolve")), times(t("to_resolve"), row(c.toResolve)))));
   };
   root.append(h("h1", {}, t("reports_title")),
     h("form", { className: "filters", onsubmit: (ev) => { ev.preventDefault(); load(); } },
