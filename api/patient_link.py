@@ -44,6 +44,7 @@ router = APIRouter()
 DEFAULT_DAYS = 30
 MAX_DAYS = 180
 LAST_READINGS = 10
+MIN_INTERVAL_S = 30
 _SIG_BYTES = 16  # 128 bits of HMAC-SHA256: forging one is out of reach
 _LINK_SHAPE = r"^[A-Za-z0-9_-]{8,40}\.[A-Za-z0-9_-]{22}$"
 
@@ -51,6 +52,10 @@ _LINK_SHAPE = r"^[A-Za-z0-9_-]{8,40}\.[A-Za-z0-9_-]{22}$"
 LINK_GONE = {
     "nb": "Lenken er utløpt eller trukket tilbake. Be hjemmesykepleien om en ny.",
     "en": "This link has expired or was withdrawn. Ask your home-care nurses for a new one.",
+}
+TOO_SOON = {
+    "nb": "Målingen din er allerede sendt. Vent et halvt minutt før du sender en ny.",
+    "en": "Your reading was just sent. Please wait half a minute before sending another.",
 }
 _LINK_SMS = {
     "nb": "Hjemmesykepleien: registrer oksygenmetning og puls her: {url} (gjelder til {until}).",
@@ -273,10 +278,16 @@ def link_reading(
     reading = messaging.TextedReading(body.spo2, body.pulse)
     severity = inbound._severity(patient, reading, now)  # noqa: SLF001 - the SMS path's own check
     with conn.transaction():
+        # One reading per link per MIN_INTERVAL_S: a re-check comes minutes later, a flood of
+        # posts from a leaked link does not reach the broker.
+        taken = conn.execute(
+            "UPDATE patient_links SET last_used_at = %s WHERE id = %s"
+            " AND (last_used_at IS NULL OR last_used_at <= %s) RETURNING id",
+            (now, patient["link_id"], now - timedelta(seconds=MIN_INTERVAL_S)),
+        ).fetchone()
+        if taken is None:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_SOON)
         device_id = inbound.ensure_sms_device(conn, patient["id"], now)
-        conn.execute(
-            "UPDATE patient_links SET last_used_at = %s WHERE id = %s", (now, patient["link_id"])
-        )
     try:
         publish_reading(request.app.state.settings, device_id, now, reading)
     except Exception as exc:  # noqa: BLE001 - the patient must hear that it did not work

@@ -107,6 +107,22 @@ def test_bad_values_are_refused_naming_the_field_and_nothing_is_published(
     assert db.execute("SELECT count(*) AS n FROM devices").fetchone()["n"] == 0
 
 
+def test_a_second_reading_within_half_a_minute_is_refused_in_the_patients_language(
+    client: TestClient, nurse: dict[str, str], patient: int, db: psycopg.Connection, ingest
+) -> None:
+    token = _token(_link(client, nurse, patient, send_sms=False)["url"])
+    first = client.post(f"/api/v1/patient-link/{token}/readings", json={"spo2": 96, "pulse": 70})
+    assert first.status_code == 202, first.text
+    again = client.post(f"/api/v1/patient-link/{token}/readings", json={"spo2": 96, "pulse": 70})
+    assert again.status_code == 429
+    assert "Vent et halvt minutt" in again.json()["detail"]["nb"]
+    wait_until(
+        lambda: db.execute("SELECT count(*) AS n FROM readings").fetchone()["n"] == 1,
+        15,
+        "the first reading to be stored",
+    )
+
+
 def test_patient_enters_a_red_reading_on_the_page_and_it_arrives_through_mqtt(
     client: TestClient,
     nurse: dict[str, str],

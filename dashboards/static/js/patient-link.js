@@ -122,7 +122,7 @@ $("reading-form").addEventListener("submit", async (ev) => {
     const p = document.createElement("p");
     if (!res.ok) {
       p.className = "error";
-      p.textContent = typeof body.detail === "string" ? body.detail : tx.failed;
+      p.textContent = typeof body.detail === "string" ? body.detail : body.detail?.[lang] || tx.failed;
     } else {
       p.className = body.severity;
       p.textContent = body.reply;

@@ -40,7 +40,13 @@ function order(a, b) {
     || a.id - b.id;
 }
 
-function row(p, spark) {
+function alertStatus(p, alerts) {
+  const a = alerts.find((x) => x.id === p.alert_id);
+  if (a && a.status === "acknowledged" && a.acknowledged_by_username) return t("taken_by", { u: a.acknowledged_by_username });
+  return t(`st_${p.alert_status}`);
+}
+
+function row(p, spark, alerts) {
   const lv = level(p);
   const points = (spark.patients[String(p.id)] || []).map(([time, spo2]) => [time, spo2]);
   const values = points.map(([, v]) => v);
@@ -63,7 +69,7 @@ function row(p, spark) {
     td(h("span", { title: p.last_time || "" }, ago(p.last_time))),
     td(sparkline(points, { since: spark.since || new Date(Date.now() - 864e5).toISOString(), hours: spark.hours || 24, redAt: p.spo2_red_max_pct, label })),
     td(h("span", { className: deviceProblem(p) ? "warn" : "" }, deviceProblem(p) ? h("span", { "aria-hidden": "true" }, "⚠ ") : null, device)),
-    td(p.alert_id ? [h("span", {}, p.alert_reason || p.alert_kind), h("br"), h("small", {}, `${t(`st_${p.alert_status}`)}, ${t("opened_ago", { t: ago(p.alert_opened_at) })}`)] : t("none")),
+    td(p.alert_id ? [h("span", {}, p.alert_reason || p.alert_kind), h("br"), h("small", {}, `${alertStatus(p, alerts)}, ${t("opened_ago", { t: ago(p.alert_opened_at) })}`)] : t("none")),
   );
 }
 
@@ -78,7 +84,7 @@ export async function render(ctx, root) {
   const draw = () => {
     const all = ctx.store.patients;
     const shown = all.filter(matches).sort(order);
-    redraw(body, shown.map((p) => row(p, ctx.store.sparklines)));
+    redraw(body, shown.map((p) => row(p, ctx.store.sparklines, ctx.store.alerts)));
     count.textContent = t("n_patients", { n: shown.length, m: all.length });
     empty.hidden = shown.length > 0;
   };
