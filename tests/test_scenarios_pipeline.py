@@ -76,10 +76,11 @@ MAX_ARRIVALS_PER_WALL_S = 1000.0
 NOTHING_LATE_S = 365 * 86400  # ingest_late_after_s of a replay without delayed readings
 LATE_MARGIN_WALL_S = 1.5  # replays with delayed readings: 600 platform s are at least this
 BARRIER_GAP = timedelta(minutes=5)
-# Readings published and not yet stored span at most this much platform time: the replay
-# waits for a worker that falls behind (a busy machine) rather than hand it readings that real
-# time would have spread over many batches.
+# Readings published and not yet stored span at most this much platform time (or this many
+# readings, whichever allows more): the replay waits for a worker that falls behind (a busy
+# machine) rather than hand it readings that real time would have spread over many batches.
 BACKLOG = timedelta(seconds=20)
+BACKLOG_READINGS = 3
 _startup_wall_s = 2.0  # how long a worker takes to start here; learnt from each start
 
 
@@ -345,7 +346,11 @@ def test_scenario_through_mqtt_ingest_and_database(
         if previous is not None and received - previous >= BARRIER_GAP:
             _wait_stored(db, patient, sent, f"before the reading received at {received}")
         else:
-            while pending and pending[0][0] < received - BACKLOG:
+            while (
+                pending
+                and pending[0][0] < received - BACKLOG
+                and sent - pending[0][1] >= BACKLOG_READINGS
+            ):
                 _wait_stored(db, patient, pending.popleft()[1], "while the worker catches up")
         _sleep_until(clock, received)
         body = [_payload(r, sent + i) for i, r in enumerate(readings)]
