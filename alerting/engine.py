@@ -25,7 +25,10 @@ The rules (defaults and sources in `alerting.profile`):
   `confirm_window_s` later confirms it (`confirmed=True`). Amber the same way.
 * Streams (mode "continuous"). SpO2 red only after `sustain_red_s` of good readings in the red
   band, amber after `sustain_amber_s` in the amber band or below; pulse after `sustain_pulse_s`.
-  A flagged reading counts against a run in progress. Such a decision is `confirmed`.
+  A flagged reading counts against a run in progress. Such a decision is `confirmed`. Once the
+  stream's personal baseline is known, amber also needs the run's recent level
+  `stream_amber_margin_pct` below the patient's usual for the local hour (`_below_usual`): a
+  patient who sleeps at 93–94% is not amber every night. Red never waits for that.
 * Trend (kind "trend", amber). A personal baseline; amber when the recent level sits
   `trend_drop_pct` or more below it, or when the fitted slope reaches the red band within
   `trend_horizon_s` (the reason says when).

@@ -123,7 +123,9 @@ def apply_decisions(
     """Open or update one alert per (patient, kind); write events, start escalation.
 
     A new or upgraded alert goes to the dashboard, and its escalation starts: for red the first
-    SMS is queued in this same transaction. While a snooze covers it, or when it comes from a
+    SMS is queued in this same transaction. A confirmation of an open alert's own severity (a
+    re-check still low) marks it `confirmed` with the confirming words, as a `confirmed` event;
+    its escalation is already running. While a snooze covers it, or when it comes from a
     late upload (history), it is recorded and shown but nobody is paged.
     """
     applied: list[Applied] = []
