@@ -61,3 +61,39 @@ def test_admin_enrols_a_patient_and_registers_an_oximeter_shown_once(
     expect(page.get_by_role("heading", level=1)).to_have_text("Enrol a patient")
     expect(page.get_by_text(password)).to_have_count(0)
     assert errors == []
+
+
+def test_admin_puts_a_nurse_on_the_rota_and_she_is_on_duty(
+    db: psycopg.Connection, api_server: str, care_team, browser_page: Page
+) -> None:
+    page = browser_page
+    admin, nurse = care_team["admin"], care_team["nurse"]
+    errors = open_dashboard(page, api_server)
+    log_in(page, str(admin["username"]), str(admin["password"]))
+    page.get_by_role("navigation").get_by_role("link", name="Rota and escalation").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("On-call rota")
+    page.get_by_label("Person").select_option(str(nurse["id"]))
+    page.get_by_label("Role").select_option("nurse")
+    # Local times in the service's zone, a shift around now.
+    now = db.execute(
+        "SELECT to_char(now() AT TIME ZONE 'Europe/Oslo' - interval '1 hour',"
+        " 'YYYY-MM-DD\"T\"HH24:MI') AS a, to_char(now() AT TIME ZONE 'Europe/Oslo'"
+        " + interval '7 hours', 'YYYY-MM-DD\"T\"HH24:MI') AS b"
+    ).fetchone()
+    page.get_by_label("Starts").fill(now["a"])
+    page.get_by_label("Ends").fill(now["b"])
+    page.get_by_role("button", name="Add shift").click()
+    shifts = page.get_by_role("table", name="Shifts (yesterday to two weeks ahead)")
+    expect(shifts).to_contain_text("Test nurse (#")
+    expect(shifts).to_contain_text("+4799000001")
+    row = db.execute("SELECT user_id, role, phone, created_by FROM oncall_shifts").fetchone()
+    assert dict(row) == {
+        "user_id": nurse["id"],
+        "role": "nurse",
+        "phone": "+4799000001",
+        "created_by": admin["id"],
+    }
+    # Who an alert reaches now, on the same page after a reload of it.
+    page.reload()
+    expect(page.get_by_role("definition").first).to_contain_text(f"#{nurse['id']}")
+    assert errors == []

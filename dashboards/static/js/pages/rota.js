@@ -14,6 +14,8 @@ async function onDuty(box) {
 
 async function shifts(ctx, box) {
   const rows = await api("/api/v1/rota/shifts");
+  // Administrators pick a person by name (the user list is theirs to read).
+  const users = ctx.isAdmin() ? await api("/api/v1/users?active=true&limit=1000").catch(() => null) : null;
   const msg = h("p", { role: "status", className: "msg" });
   const body = rows.map((s) => h("tr", {},
     td(`${s.full_name || s.username} (#${s.user_id})`), td(t(s.role)), td(s.phone), td(fmtDateTime(s.starts_at)), td(fmtDateTime(s.ends_at)), td(String(s.priority)),
@@ -34,7 +36,10 @@ async function shifts(ctx, box) {
         shifts(ctx, box);
       } catch (err) { say(msg, err.message, true); }
     } },
-    f("shift_user", "user_id", { type: "number", min: 1, required: true }),
+    users
+      ? h("div", {}, h("label", { for: "shift_user" }, t("person")), h("select", { id: "shift_user", name: "shift_user", required: true },
+        users.filter((u) => u.role !== "admin").map((u) => h("option", { value: u.id }, `${u.full_name || u.username} (${u.username}, ${t(u.role)})`))))
+      : f("shift_user", "user_id", { type: "number", min: 1, required: true }),
     h("div", {}, h("label", { for: "shift_role" }, t("role")), h("select", { id: "shift_role", name: "shift_role" },
       h("option", { value: "nurse" }, t("nurse")), h("option", { value: "doctor" }, t("doctor")))),
     f("shift_start", "starts", { type: "datetime-local", required: true }),
