@@ -16,6 +16,7 @@ from alerting.lifecycle import AlertNotFoundError, AlertStateError, acknowledge
 from alerting.lifecycle import detail as alert_detail
 from api import queries
 from api.alerts_routes import router as alerts_router
+from api.audit import AuditChanges
 from api.audit import router as audit_router
 from api.auth_routes import router as auth_router
 from api.dashboard_routes import router as dashboard_router
@@ -61,7 +62,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.clock = clock
-    # Login and SMS-webhook rate limits per client address; the address for the audit log.
+    # Changes through routes that do not audit themselves (alerts, devices, rota) are audited;
+    # login and SMS-webhook rate limits per client address, and the address for the audit log
+    # (added last: outermost).
+    app.add_middleware(AuditChanges, secret=settings.jwt_secret.get_secret_value())
     app.add_middleware(RateLimits, settings=settings)
     install_error_handlers(app)
 

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from api.audit import record
 from api.security import CurrentUser
 from tests.conftest import Team, login
+from tests.test_api import open_alert
 from tests.test_care_teams import other_team  # noqa: F401 - a fixture
 
 
@@ -102,3 +103,43 @@ def test_an_admin_sees_no_audit_records_of_another_team(
         "/api/v1/audit", params={"patient_id": other_team["patient"]}, headers=admin
     )
     assert filtered.json() == []
+
+
+def test_alert_and_device_actions_are_audited_with_their_patient(
+    client: TestClient,
+    nurse: dict[str, str],
+    admin: dict[str, str],
+    patient: int,
+    care_team: Team,
+    db: psycopg.Connection,
+) -> None:
+    alert = open_alert(db, patient, "spo2_low", "red", 90)
+    assert client.post(f"/api/v1/alerts/{alert}/acknowledge", headers=nurse).status_code == 200
+    res = client.post(
+        f"/api/v1/alerts/{alert}/resolve", json={"outcome": "called_stable"}, headers=nurse
+    )
+    assert res.status_code == 200, res.text
+    device = client.post("/api/v1/devices", json={"patient_id": patient}, headers=admin)
+    assert device.status_code == 201
+    # A refused action is not a change.
+    again = client.post(
+        f"/api/v1/alerts/{alert}/resolve", json={"outcome": "called_stable"}, headers=nurse
+    )
+    assert again.status_code == 409
+    rows = db.execute(
+        "SELECT user_id, action, object_kind, object_id, patient_id FROM audit_log"
+        " WHERE action LIKE 'api.%%' ORDER BY id"
+    ).fetchall()
+    nurse_id, admin_id = care_team["nurse"]["id"], care_team["admin"]["id"]
+    assert [(r["user_id"], r["object_kind"], r["patient_id"]) for r in rows] == [
+        (nurse_id, "alert", patient),
+        (nurse_id, "alert", patient),
+        # The patient of a new device is in the request body: the record names the route.
+        (admin_id, None, None),
+    ]
+    assert rows[0]["object_id"] == str(alert)
+    assert [r["action"] for r in rows] == [
+        "api.acknowledge_alert",
+        "api.resolve_alert",
+        "api.add_device",
+    ]
