@@ -91,7 +91,8 @@ def user_add(
             " VALUES (%s, %s, %s, %s, %s, %s)",
             (username, name or username, role, hash_password(password), phone, on_call),
         )
-        for team_name in team or [None]:
+        teams: list[str | None] = list(team) if team else [None]
+        for team_name in teams:
             if team_name is None:
                 conn.execute(
                     "INSERT INTO user_care_teams (user_id, care_team_id) SELECT u.id,"
