@@ -213,7 +213,8 @@ def _patient_of(request: Request, conn: psycopg.Connection[Any], token: str) -> 
     link_id, expires_at = found
     row = conn.execute(
         "SELECT l.id AS link_id, l.expires_at, l.revoked_at, p.id, p.language, p.status,"
-        " p.spo2_amber_max_pct, p.spo2_red_max_pct, p.pulse_red_min_bpm, p.pulse_red_max_bpm"
+        " p.spo2_target_min_pct, p.spo2_target_max_pct, p.spo2_amber_max_pct,"
+        " p.spo2_red_max_pct, p.pulse_red_min_bpm, p.pulse_red_max_bpm, p.alert_rules"
         " FROM patient_links l JOIN patients p ON p.id = l.patient_id WHERE l.id = %s",
         (link_id,),
     ).fetchone()
