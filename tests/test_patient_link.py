@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, expect
+from psycopg.types.json import Jsonb
 
 from alerting import messaging
 from api.patient_link import make_token, read_token
@@ -107,21 +108,20 @@ def test_bad_values_are_refused_naming_the_field_and_nothing_is_published(
     assert db.execute("SELECT count(*) AS n FROM devices").fetchone()["n"] == 0
 
 
-def test_a_copd_patient_in_their_own_target_range_is_told_it_is_recorded(
+def test_the_reply_follows_the_patients_own_alert_rules(
     client: TestClient, nurse: dict[str, str], patient: int, db: psycopg.Connection, ingest
 ) -> None:
-    """Judged by the patient's own bands, as the engine and the SMS reply judge it: 89% inside
-    a prescribed 88-92% target is normal for them, not a red reading."""
+    """Judged by the patient's own rules, as the engine and the SMS reply judge it: with graded
+    pulse alerts switched on for this patient, a pulse of 120 is for a nurse to look at."""
     db.execute(
-        "UPDATE patients SET language = 'en', spo2_target_min_pct = 88, spo2_target_max_pct = 92,"
-        " spo2_amber_max_pct = 87, spo2_red_max_pct = 85 WHERE id = %s",
-        (patient,),
+        "UPDATE patients SET language = 'en', alert_rules = %s WHERE id = %s",
+        (Jsonb({"pulse_amber_alerts": True}), patient),
     )
     token = _token(_link(client, nurse, patient, send_sms=False)["url"])
-    res = client.post(f"/api/v1/patient-link/{token}/readings", json={"spo2": 89, "pulse": 80})
+    res = client.post(f"/api/v1/patient-link/{token}/readings", json={"spo2": 97, "pulse": 120})
     assert res.status_code == 202, res.text
-    normal = messaging.patient_text("normal", "en", messaging.TextedReading(89, 80))
-    assert normal in res.text
+    amber = messaging.patient_text("amber", "en", messaging.TextedReading(97, 120))
+    assert amber in res.text
 
 
 def test_a_second_reading_within_half_a_minute_is_refused_in_the_patients_language(
