@@ -91,14 +91,18 @@ WHERE {PATIENT_IN_SCOPE} AND p.enrolled_at < %(until)s
 ORDER BY p.id
 """
 
+# Only patient_id and time: an index-only scan of the readings index, per patient and hour
+# (a month of 1,000 continuous oximeters, 43 M readings: about 18 s on the benchmark database;
+# counting flagged readings too needed the table itself and took 207 s).
 _READING_COUNTS = """
-SELECT patient_id, count(*) AS readings,
-       count(*) FILTER (WHERE quality <> 'ok') AS flagged,
-       count(DISTINCT time_bucket('1 hour', time)) AS hours_with_readings
-FROM readings r
-JOIN unnest(%(ids)s::bigint[], %(los)s::timestamptz[], %(his)s::timestamptz[])
-     AS w(id, lo, hi) ON w.id = r.patient_id
-WHERE r.time >= w.lo AND r.time < w.hi
+SELECT patient_id, sum(n) AS readings, count(*) AS hours_with_readings FROM (
+    SELECT r.patient_id, time_bucket('1 hour', r.time) AS hour, count(*) AS n
+    FROM readings r
+    JOIN unnest(%(ids)s::bigint[], %(los)s::timestamptz[], %(his)s::timestamptz[])
+         AS w(id, lo, hi) ON w.id = r.patient_id
+    WHERE r.time >= w.lo AND r.time < w.hi
+    GROUP BY 1, 2
+) per_hour
 GROUP BY patient_id
 """
 
@@ -295,7 +299,6 @@ def adherence(conn: Any, params: dict[str, Any], now: datetime, zone: str) -> li
                 "met": met,
                 "adherence_pct": round(100 * met / exp, 1) if exp and met is not None else None,
                 "readings": int(c["readings"]) if c else 0,
-                "flagged": int(c["flagged"]) if c else 0,
             }
         )
     return out
@@ -378,7 +381,7 @@ _COLUMNS = {
                        "resolved", "resolve_median_min", "resolve_p90_min"],
     "outcomes": ["outcome", "label", "class", "count"],
     "adherence": ["patient_id", "display_name", "schedule", "expected", "met", "adherence_pct",
-                  "readings", "flagged"],
+                  "readings"],
     "workload": ["user_id", "username", "role", "acknowledged", "resolved", "other_actions",
                  "notes", "pages_received"],
 }  # fmt: skip
@@ -401,8 +404,7 @@ _SUMMARY_EXAMPLE = {
                         "count": 2}],
     },
     "adherence": [{"patient_id": 12, "display_name": "Synthetic Patient", "schedule": "spot",
-                   "expected": 90, "met": 84, "adherence_pct": 93.3, "readings": 97,
-                   "flagged": 4}],
+                   "expected": 90, "met": 84, "adherence_pct": 93.3, "readings": 97}],
     "workload": [{"user_id": 4, "username": "nurse1", "role": "nurse", "acknowledged": 7,
                   "resolved": 6, "other_actions": 12, "notes": 5, "pages_received": 3}],
 }  # fmt: skip

@@ -101,7 +101,7 @@ def test_summary_counts_times_outcomes_adherence_and_workload(
         2,
         33.3,
     )
-    assert (spot["readings"], spot["flagged"]) == (3, 1)
+    assert spot["readings"] == 3
     stream = adherence[month["stream"]]
     assert (stream["schedule"], stream["expected"], stream["met"]) == ("continuous", 24, 3)
 
@@ -159,7 +159,7 @@ def test_summary_as_csv_is_one_tidy_table_to_download(
         ("outcomes", "outcome,label,class,count"),
         (
             "adherence",
-            "patient_id,display_name,schedule,expected,met,adherence_pct,readings,flagged",
+            "patient_id,display_name,schedule,expected,met,adherence_pct,readings",
         ),
         (
             "workload",
