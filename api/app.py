@@ -40,10 +40,19 @@ from core.clock import Clock
 from core.db import make_pool
 from core.settings import Settings
 
+MIN_SECRET_CHARS = 32
+WEAK_SECRETS = frozenset({"change-me", "changeme", "secret"})
+
 
 def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
-    if not settings.jwt_secret.get_secret_value():
-        raise RuntimeError("OXIMON_JWT_SECRET must be set (a long random string)")
+    secret = settings.jwt_secret.get_secret_value()
+    if len(secret) < MIN_SECRET_CHARS or secret in WEAK_SECRETS:
+        # It signs every bearer token and every patient's reading link: a guessable one lets
+        # anybody sign themselves in as an administrator.
+        raise RuntimeError(
+            f"OXIMON_JWT_SECRET must be set to a long random string (at least {MIN_SECRET_CHARS}"
+            " characters, e.g. from `openssl rand -base64 48`)"
+        )
     clock = clock or Clock.from_settings(settings)
 
     @asynccontextmanager

@@ -68,7 +68,8 @@ def _http_error(exc: Exception) -> HTTPException:
         return HTTPException(422, exc.detail())
     if isinstance(exc, BrokerError):
         return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"broker: {exc}")
-    raise exc
+    # Any other refusal of the registry: the request conflicts with the fleet as it is.
+    return HTTPException(status.HTTP_409_CONFLICT, str(exc))
 
 
 class DeviceIn(BaseModel):

@@ -143,7 +143,7 @@ def _patient_param(value: str | None, name: str = "patient") -> int:
     if value is None:
         raise FhirError(400, "required", f"{name}: required, e.g. {name}=12", name)
     raw = value.removeprefix("Patient/")
-    if not raw.isdigit() or len(raw) > 18:
+    if not re.fullmatch(r"[0-9]{1,18}", raw):  # ASCII digits: "²".isdigit() is true
         raise FhirError(
             400, "invalid", f"{name}: must be a patient id, e.g. 12 or Patient/12", name
         )

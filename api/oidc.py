@@ -251,13 +251,14 @@ def oidc_callback(
 
 
 def _user_for(conn: Any, claims: dict[str, Any]) -> CurrentUser | None:
-    """The active user this identity belongs to: by subject, else by a verified e-mail (whose
+    """The active user this identity belongs to: by subject, else by an e-mail the provider
+    says it verified (`email_verified: true`; absent is not enough) (whose
     user is then bound to the subject, so a later change of address does not matter)."""
     subject = str(claims["sub"])
     row = conn.execute(
         "SELECT id, username, role, active FROM users WHERE oidc_subject = %s", (subject,)
     ).fetchone()
-    if row is None and claims.get("email") and claims.get("email_verified") is not False:
+    if row is None and claims.get("email") and claims.get("email_verified") is True:
         row = conn.execute(
             "SELECT id, username, role, active FROM users"
             " WHERE lower(email) = lower(%s) AND oidc_subject IS NULL",

@@ -388,7 +388,13 @@ def api() -> None:
     settings = get_settings()
     logs.setup(settings.log_level)
     uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        # uvicorn's own logging config would print tracebacks as plain, unredacted text: its
+        # loggers go through ours (JSON lines, phone numbers redacted) instead.
+        log_config=None,
     )
 
 

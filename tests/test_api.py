@@ -142,9 +142,10 @@ def test_expired_token_is_401(client: TestClient, settings: Settings, care_team:
     assert res.status_code == 401
 
 
-def test_api_refuses_to_start_without_a_jwt_secret(settings: Settings) -> None:
+@pytest.mark.parametrize("secret", ["", "change-me", "short-but-not-empty-0123456789"])
+def test_api_refuses_to_start_without_a_long_jwt_secret(settings: Settings, secret: str) -> None:
     with pytest.raises(RuntimeError, match="OXIMON_JWT_SECRET"):
-        create_app(settings.model_copy(update={"jwt_secret": SecretStr("")}))
+        create_app(settings.model_copy(update={"jwt_secret": SecretStr(secret)}))
 
 
 # --- operations -------------------------------------------------------------------------------

@@ -208,6 +208,7 @@ def test_every_clinician_role_may_read_fhir(
     [
         ({}, "patient"),
         ({"patient": "abc"}, "patient"),
+        ({"patient": "²"}, "patient"),  # a digit to str.isdigit, not to int()
         ({"patient": "{p}", "date": "2026-13-01"}, "date"),
         ({"patient": "{p}", "date": "ge2026-11-01T08:00"}, "date"),
         ({"patient": "{p}", "date": "sa2026-11-01"}, "date"),

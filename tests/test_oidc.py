@@ -127,6 +127,11 @@ def test_a_user_is_found_by_email_and_then_bound_to_the_subject(
         "email_verified": False,
     }
     assert oidc_login(oidc_client).status_code == 403
+    # Nor does an address the provider says nothing about.
+    provider.next_identity = {"sub": "idp-44", "email": "admin@example.org"}
+    assert oidc_login(oidc_client).status_code == 403
+    bound = db.execute("SELECT oidc_subject FROM users WHERE username = 'admin'").fetchone()
+    assert bound["oidc_subject"] is None
 
 
 def test_an_unknown_or_deactivated_identity_is_refused_and_nobody_is_created(
