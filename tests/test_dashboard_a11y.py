@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.helpers import wait_until
+from tests.test_api import open_alert
 from tests.test_dashboard_browser import ARTIFACTS, log_in, open_dashboard
 
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
@@ -192,6 +193,7 @@ def test_language_is_chosen_per_user_and_remembered(
     db: psycopg.Connection, api_server: str, care_team, patient: int, chromium: Browser
 ) -> None:
     nurse = care_team["nurse"]
+    open_alert(db, patient, kind="spo2_low", severity="amber", value=93)
     # A Norwegian browser gets bokmål before anyone has chosen.
     context = chromium.new_context(locale="nb-NO", viewport={"width": 1280, "height": 900})
     try:
@@ -214,6 +216,10 @@ def test_language_is_chosen_per_user_and_remembered(
         expect(page.get_by_role("navigation").get_by_role("link", name="Oversikt")).to_be_visible()
         expect(page.get_by_role("table", name="Pasienter")).to_contain_text(
             "Synthetic Test Patient"
+        )
+        # The alert's kind in her language (the engine's reason that follows is in English).
+        expect(page.get_by_role("table", name="Pasienter")).to_contain_text(
+            "Lav oksygenmetning (SpO2)"
         )
         wait_until(
             lambda: (

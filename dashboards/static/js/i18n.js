@@ -14,6 +14,11 @@ const TEXTS = {
     not_available: "Not available from the API yet.",
     // severities and statuses: always words (and an icon), never colour alone
     sev_red: "RED", sev_amber: "AMBER", sev_missed: "MISSED", sev_ok: "OK",
+    // alert kinds: the engine's reason text that follows is in English
+    kind_spo2_low: "Low oxygen (SpO2)", kind_pulse_high: "High pulse", kind_pulse_low: "Low pulse",
+    kind_trend: "Falling SpO2 trend", kind_missed_reading: "Missed reading",
+    kind_device_offline: "Oximeter offline", kind_low_battery: "Oximeter battery low",
+    kind_bad_quality: "Repeated poor-quality readings",
     st_open: "open", st_acknowledged: "acknowledged", st_escalated: "escalated", st_resolved: "resolved",
     taken_by: "taken by {u}", not_taken: "nobody has taken it",
     new_red: "New RED alert", new_red_for: "New RED alert: {p} — {r}", seen: "Seen", open_alerts_n: "{n} open RED",
@@ -95,6 +100,10 @@ const TEXTS = {
     updated: "Oppdatert {t}", loading: "Laster …", none: "–", never: "aldri", error: "Noe gikk galt: {e}",
     not_available: "Ikke tilgjengelig i API-et ennå.",
     sev_red: "RØD", sev_amber: "GUL", sev_missed: "MANGLER", sev_ok: "OK",
+    kind_spo2_low: "Lav oksygenmetning (SpO2)", kind_pulse_high: "Høy puls", kind_pulse_low: "Lav puls",
+    kind_trend: "Fallende SpO2-trend", kind_missed_reading: "Manglende måling",
+    kind_device_offline: "Oksymeteret er frakoblet", kind_low_battery: "Lavt batteri på oksymeteret",
+    kind_bad_quality: "Gjentatte målinger av dårlig kvalitet",
     st_open: "åpent", st_acknowledged: "tatt", st_escalated: "eskalert", st_resolved: "avsluttet",
     taken_by: "tatt av {u}", not_taken: "ingen har tatt det",
     new_red: "Nytt RØDT varsel", new_red_for: "Nytt RØDT varsel: {p} — {r}", seen: "Sett", open_alerts_n: "{n} åpne RØDE",
@@ -179,6 +188,13 @@ export function setLanguage(lang) {
 }
 
 export function language() { return current; }
+
+// An alert's kind in the user's language ("spo2_low" → "Low oxygen (SpO2)"), for the line
+// before the engine's own reason; an unknown kind is shown as it is.
+export function kindLabel(kind) {
+  const key = `kind_${kind}`;
+  return TEXTS[current][key] ?? TEXTS.en[key] ?? kind;
+}
 
 export function t(key, vars = {}) {
   const text = TEXTS[current][key] ?? TEXTS.en[key] ?? key;

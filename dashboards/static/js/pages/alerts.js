@@ -2,7 +2,7 @@
 // and who did what. Live updates change rows in place, so an open form is never wiped.
 "use strict";
 
-import { ago, fmtDateTime, t } from "../i18n.js";
+import { ago, fmtDateTime, kindLabel, t } from "../i18n.js";
 import { api, badge, h, say } from "../util.js";
 
 const OUTCOMES = ["called_stable", "home_visit", "referred_hospital", "admitted", "artefact_false_alarm", "other"];
@@ -109,7 +109,7 @@ function card(ctx, a, onChange) {
       badge(alert.severity),
       h("div", { className: "alert-main" },
         h("a", { href: `#/patients/${alert.patient_id}` }, who(ctx, alert)),
-        h("span", { className: "reason" }, alert.reason),
+        h("span", { className: "reason" }, h("strong", {}, kindLabel(alert.kind)), " — ", alert.reason),
         h("small", {}, `${statusText(alert)} · ${t("opened_ago", { t: ago(alert.opened_at) })}`)),
       h("div", { className: "alert-actions" }, ack, toggle),
     );

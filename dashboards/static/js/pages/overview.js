@@ -2,7 +2,7 @@
 "use strict";
 
 import { sparkline } from "../charts.js";
-import { ago, t } from "../i18n.js";
+import { ago, kindLabel, t } from "../i18n.js";
 import { badge, h, redraw, td } from "../util.js";
 
 const filters = { q: "", show: "all", device: false }; // kept while the nurse moves around
@@ -69,7 +69,7 @@ function row(p, spark, alerts) {
     td(h("span", { title: p.last_time || "" }, ago(p.last_time))),
     td(sparkline(points, { since: spark.since || new Date(Date.now() - 864e5).toISOString(), hours: spark.hours || 24, redAt: p.spo2_red_max_pct, label })),
     td(h("span", { className: deviceProblem(p) ? "warn" : "" }, deviceProblem(p) ? h("span", { "aria-hidden": "true" }, "⚠ ") : null, device)),
-    td(p.alert_id ? [h("span", {}, p.alert_reason || p.alert_kind), h("br"), h("small", {}, `${alertStatus(p, alerts)}, ${t("opened_ago", { t: ago(p.alert_opened_at) })}`)] : t("none")),
+    td(p.alert_id ? [h("strong", {}, kindLabel(p.alert_kind)), h("br"), h("span", {}, p.alert_reason || ""), h("br"), h("small", {}, `${alertStatus(p, alerts)}, ${t("opened_ago", { t: ago(p.alert_opened_at) })}`)] : t("none")),
   );
 }
 

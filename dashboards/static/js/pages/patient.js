@@ -3,7 +3,7 @@
 "use strict";
 
 import { timeChart } from "../charts.js";
-import { ago, fmtDateTime, fmtNumber, t } from "../i18n.js";
+import { ago, fmtDateTime, fmtNumber, kindLabel, t } from "../i18n.js";
 import { api, ApiError, badge, h, say, table, td } from "../util.js";
 import { level } from "./overview.js";
 
@@ -86,7 +86,7 @@ async function timeline(p, box) {
   const alerts = await api(`/api/v1/alerts?patient_id=${p.id}&limit=50`);
   box.replaceChildren(h("p", { className: "note" }, t("not_available")),
     alerts.length ? h("ol", { className: "timeline" }, alerts.map((a) => h("li", {},
-      h("time", { datetime: a.opened_at }, fmtDateTime(a.opened_at)), " ", badge(a.severity), " ", a.reason, ` (${t(`st_${a.status}`)})`)))
+      h("time", { datetime: a.opened_at }, fmtDateTime(a.opened_at)), " ", badge(a.severity), " ", h("strong", {}, kindLabel(a.kind)), " — ", a.reason, ` (${t(`st_${a.status}`)})`)))
       : h("p", {}, t("timeline_none")));
 }
 
