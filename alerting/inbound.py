@@ -116,11 +116,22 @@ def _acknowledge_by_sms(
     refused: dict[int, str] = {}
     acted_as: int | None = on_rota
     for code in codes:
-        user_id = on_rota if on_rota is not None else _paged_user(conn, phone, code)
+        # Acting for the alert's care team: this number's shift on that team's rota, else its
+        # shift on any rota, else the person it was paged as about this alert.
+        team = rota.alert_care_team(conn, code)
+        user_id = (
+            (rota.rota_user_for_number(conn, phone, now, team) if team is not None else None)
+            or on_rota
+            or _paged_user(conn, phone, code)
+        )
         if user_id is None:
             refused[code] = "this number is not on the on-call rota for it"
             continue
         acted_as = user_id
+        if team is not None and not rota.is_member(conn, user_id, team):
+            # Another team's alert: the same answer as an alert that does not exist.
+            refused[code] = "no such alert"
+            continue
         try:
             if acknowledge(conn, code, user_id, now, via="sms"):
                 done.append(code)

@@ -12,14 +12,15 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
 from alerting import escalation, lifecycle, rota
 from alerting.lifecycle import AlertInputError, AlertNotFoundError, AlertStateError
 from api.deps import Conn, Now, Zone
-from api.scope import InScopeAlert, ScopedPatientId, not_found, patient_visible
-from api.security import Admin, Clinician
+from api.patients_routes import _team_for
+from api.scope import InScopeAlert, ScopedPatientId, not_found, patient_visible, teams_of
+from api.security import Admin, Clinician, CurrentUser
 from core.clock import Clock
 
 router = APIRouter()
@@ -255,10 +256,18 @@ def reset_policy(severity: Literal["red", "amber"], user: Admin, conn: Conn) -> 
 
 
 # --- the on-call rota -------------------------------------------------------------------------
+# Each care team has its own rota: a user reads and writes only the shifts of their teams
+# (another team's shift is a 404), and puts only members of the shift's team on it.
 
 
 class ShiftIn(BaseModel):
-    user_id: int = Field(gt=0)
+    care_team_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**62,
+        description="the care team whose rota this is; required when you belong to several",
+    )
+    user_id: int = Field(gt=0, le=2**62)
     starts_at: datetime = Field(description="with an offset, or local time in the service's zone")
     ends_at: datetime
     role: Literal["nurse", "doctor"] | None = Field(default=None, description="default: user's")
@@ -267,18 +276,34 @@ class ShiftIn(BaseModel):
     note: str | None = Field(default=None, max_length=200)
 
 
+def _my_teams(conn: psycopg.Connection[Any], user: CurrentUser) -> list[int]:
+    return [int(t["id"]) for t in teams_of(conn, user.id)]
+
+
 def _save_shift(
     conn: psycopg.Connection[Any],
     body: ShiftIn,
     zone: str,
     clock: Clock,
-    by: int,
+    user: CurrentUser,
     shift_id: int | None = None,
 ) -> dict[str, Any]:
+    teams = _my_teams(conn, user)
+    if shift_id is not None and body.care_team_id is None:
+        # Replacing a shift keeps its team unless another is named.
+        try:
+            current = rota.get_shift(conn, shift_id, zone, teams)
+        except rota.ShiftNotFoundError as exc:
+            raise not_found("shift", shift_id) from exc
+        team = int(current["care_team_id"])
+    else:
+        team = _team_for(conn, user, body.care_team_id)
     try:
         return rota.save_shift(
             conn,
             user_id=body.user_id,
+            care_team_id=team,
+            teams=teams,
             starts_at=body.starts_at,
             ends_at=body.ends_at,
             role=body.role,
@@ -287,7 +312,7 @@ def _save_shift(
             note=body.note,
             timezone=zone,
             now=clock.now(),
-            by=by,
+            by=user.id,
             shift_id=shift_id,
         )
     except rota.ShiftError as exc:
@@ -305,9 +330,11 @@ def list_shifts(
     since: datetime | None = None,
     until: datetime | None = None,
     user_id: int | None = None,
+    care_team_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> list[dict[str, Any]]:
-    """Shifts overlapping [since, until) (default: yesterday to two weeks ahead); times with
-    an offset, or local times in the service's zone."""
+    """Shifts of your care teams (or of one of them, `care_team_id`) overlapping [since, until)
+    (default: yesterday to two weeks ahead); times with an offset, or local times in the
+    service's zone."""
     now = clock.now()
     try:
         start = rota.local_instant(since, zone) if since else now - timedelta(days=1)
@@ -316,16 +343,28 @@ def list_shifts(
         raise HTTPException(422, f"since/until: {exc}") from exc
     if start >= end:
         raise HTTPException(422, "since: must be before until")
-    return rota.list_shifts(conn, start, end, zone, user_id)
+    teams = _my_teams(conn, user)
+    if care_team_id is not None:
+        teams = [_team_for(conn, user, care_team_id)]
+    return rota.list_shifts(conn, start, end, zone, teams, user_id)
 
 
 @router.get("/api/v1/rota/now", tags=["rota"])
-def on_duty_now(user: Clinician, conn: Conn, clock: Now, zone: Zone) -> dict[str, Any]:
-    """Who an alert would reach now: the nurse on duty and the on-call doctor."""
+def on_duty_now(
+    user: Clinician,
+    conn: Conn,
+    clock: Now,
+    zone: Zone,
+    care_team_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> dict[str, Any]:
+    """Who an alert of a patient of `care_team_id` would reach now: that team's nurse on duty
+    and on-call doctor. Without `care_team_id`: the first of your teams (by id)."""
+    teams = _my_teams(conn, user)
+    team = min(teams) if care_team_id is None and teams else _team_for(conn, user, care_team_id)
     now = clock.now()
-    out: dict[str, Any] = {"at": now, "timezone": zone}
+    out: dict[str, Any] = {"at": now, "timezone": zone, "care_team_id": team}
     for role in rota.ROLES:
-        found = rota.on_duty(conn, role, now)
+        found = rota.on_duty(conn, role, now, team)
         out[role] = None if found is None else {"user_id": found.user_id, "phone": found.phone}
     return out
 
@@ -333,28 +372,30 @@ def on_duty_now(user: Clinician, conn: Conn, clock: Now, zone: Zone) -> dict[str
 @router.get("/api/v1/rota/shifts/{shift_id}", tags=["rota"])
 def get_shift(shift_id: int, user: Clinician, conn: Conn, zone: Zone) -> dict[str, Any]:
     try:
-        return rota.get_shift(conn, shift_id, zone)
+        return rota.get_shift(conn, shift_id, zone, _my_teams(conn, user))
     except rota.ShiftNotFoundError as exc:
         raise not_found("shift", shift_id) from exc
 
 
 @router.post("/api/v1/rota/shifts", tags=["rota"], status_code=201)
 def add_shift(body: ShiftIn, user: Admin, conn: Conn, clock: Now, zone: Zone) -> dict[str, Any]:
-    """Put someone on the rota."""
-    return _save_shift(conn, body, zone, clock, user.id)
+    """Put a member of one of your care teams on that team's rota (`care_team_id` is required
+    when you belong to several teams)."""
+    return _save_shift(conn, body, zone, clock, user)
 
 
 @router.put("/api/v1/rota/shifts/{shift_id}", tags=["rota"])
 def replace_shift(
     shift_id: int, body: ShiftIn, user: Admin, conn: Conn, clock: Now, zone: Zone
 ) -> dict[str, Any]:
-    return _save_shift(conn, body, zone, clock, user.id, shift_id)
+    """Replace one of your teams' shifts (it stays in its team unless `care_team_id` says)."""
+    return _save_shift(conn, body, zone, clock, user, shift_id)
 
 
 @router.delete("/api/v1/rota/shifts/{shift_id}", tags=["rota"], status_code=204)
 def delete_shift(shift_id: int, user: Admin, conn: Conn) -> Response:
     try:
-        rota.delete_shift(conn, shift_id)
+        rota.delete_shift(conn, shift_id, _my_teams(conn, user))
     except rota.ShiftNotFoundError as exc:
         raise not_found("shift", shift_id) from exc
     return Response(status_code=204)

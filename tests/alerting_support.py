@@ -3,14 +3,19 @@ can move, and settings that point the twilio library at the local fake."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
 
 from alerting.rules import Decision
 from core.clock import Clock
+from core.db import make_pool
 from core.settings import Settings
+from tests.twilio_fake import FakeTwilio
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "fake-twilio-auth-token-0123456789"  # noqa: S105 - a local fake's token
@@ -32,6 +37,23 @@ class ManualClock(Clock):
     def advance(self, **delta: float) -> datetime:
         self.at += timedelta(**delta)
         return self.at
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    """A local server speaking Twilio's Messages API (import the fixture to use it)."""
+    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def pool(settings: Settings) -> Iterator[ConnectionPool]:
+    """A pool for running escalation steps as the alerting worker does (import to use it)."""
+    p = make_pool(settings, name="test-alerting")
+    try:
+        yield p
+    finally:
+        p.close()
 
 
 def twilio_settings(base: Settings, api_url: str, **extra: Any) -> Settings:

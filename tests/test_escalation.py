@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
@@ -33,14 +32,8 @@ from tests.alerting_support import (
     sms_to,
 )
 
-
-@pytest.fixture
-def pool(settings: Settings) -> Iterator[ConnectionPool]:
-    p = make_pool(settings, name="test-escalation")
-    try:
-        yield p
-    finally:
-        p.close()
+# The `twilio` and `pool` fixtures.
+pytest_plugins = ("tests.alerting_support",)
 
 
 @pytest.fixture

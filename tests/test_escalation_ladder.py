@@ -11,7 +11,6 @@ from __future__ import annotations
 # These tests run the alerting worker on an accelerated clock with patients who send nothing:
 # its watchdog (missed readings, device health; tests/test_watchdog.py) is switched off here so
 # that the pages counted are the escalation ladder's alone.
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,8 +24,6 @@ from core.clock import Clock
 from core.settings import Settings
 from devices.registry import register_device
 from tests.alerting_support import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
     DOCTOR,
     NURSE,
     NURSE2,
@@ -39,13 +36,10 @@ from tests.conftest import Stack, login
 from tests.helpers import Device, wait_until
 from tests.twilio_fake import FakeTwilio
 
+# The `twilio` and `pool` fixtures.
+pytest_plugins = ("tests.alerting_support",)
+
 SPEED = 300.0  # ten platform minutes in two wall seconds
-
-
-@pytest.fixture
-def twilio() -> Iterator[FakeTwilio]:
-    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ server that speaks Twilio's Messages API and posts status callbacks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -18,7 +17,6 @@ from alerting.lifecycle import apply_decisions
 from core.settings import Settings
 from tests.alerting_support import (
     ACCOUNT_SID,
-    AUTH_TOKEN,
     NURSE,
     NURSE2,
     add_patient,
@@ -30,15 +28,12 @@ from tests.alerting_support import (
 from tests.helpers import wait_until
 from tests.twilio_fake import FakeTwilio
 
+# The `twilio` and `pool` fixtures.
+pytest_plugins = ("tests.alerting_support",)
+
 INBOUND = "http://testserver/api/v1/sms/inbound"
 STATUS = "http://testserver/api/v1/sms/status"
 PATIENT_NB, PATIENT_EN = "+4791000001", "+4791000002"
-
-
-@pytest.fixture
-def twilio() -> Iterator[FakeTwilio]:
-    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as fake:
-        yield fake
 
 
 @pytest.fixture
