@@ -1,4 +1,4 @@
-"""`python -m bench [ingest|clinical|alerts|api] …` — benchmarks; tables under results/."""
+"""`python -m bench [ingest|clinical|score|alerts|api] …` — benchmarks; tables under results/."""
 
 from __future__ import annotations
 
@@ -48,6 +48,33 @@ def clinical(
     from bench.clinical import main
 
     main(stable, deteriorating, days, seed, continuous_share, out)
+
+
+@app.command()
+def score(
+    truth: Annotated[
+        Path, typer.Argument(help="the ground truth `oximon simulate --truth FILE.json` wrote")
+    ],
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="the database the run fed [OXIMON_DATABASE_URL]", show_default=False),
+    ] = None,
+    out: Path = Path("results"),
+) -> None:
+    """Score a live run: its alerts in the database against its ground truth (the clinical
+    benchmark's measures), to score.json and score.md under --out."""
+    from bench.score import TruthError, markdown, run
+
+    if database_url is None:
+        from core.settings import Settings
+
+        database_url = Settings().database_url
+    try:
+        report = run(truth, database_url, out)
+    except TruthError as exc:
+        typer.echo(f"score: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(markdown(report))
 
 
 @app.command()

@@ -31,7 +31,7 @@ from alerting.rules import Decision, Reading
 from alerting.schedule import ALERT, REMIND, due_checks
 from simulator.population import (
     DAY_S,
-    DETERIORATIONS,
+    PATTERNS,
     SPOT_TIMES_H,
     STABLE,
     START,
@@ -292,7 +292,11 @@ def engine_speed(n: int = 400_000, seed: int = 5) -> dict[str, float]:
 # --- the report -------------------------------------------------------------------------------
 
 
-def _summary(results: list[PatientResult]) -> dict[str, Any]:
+def summarise(results: list[PatientResult]) -> dict[str, Any]:
+    """The report's two tables as data: stable patients' alerts per patient-day by group, and
+    deteriorating patients detected and how late, by pattern and mode. `bench.score` builds
+    the same `PatientResult`s from a live run's database and reuses this."""
+
     def per_day(pick: Callable[[PatientResult], float], group: list[PatientResult]) -> float:
         days = sum(r.days for r in group)
         return sum(pick(r) for r in group) / days if days else 0.0
@@ -341,7 +345,7 @@ def _summary(results: list[PatientResult]) -> dict[str, Any]:
     for name, group in [
         *[
             (f"{s}, {m}", [r for r in bad if r.scenario == s and r.mode == m])
-            for s in DETERIORATIONS
+            for s in PATTERNS  # recovery too (a live run may ask for it; this one does not)
             for m in ("spot", "continuous")
         ],
         ("all deteriorating", bad),
@@ -398,8 +402,8 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def markdown(report: dict[str, Any]) -> str:
-    s = report["summary"]
+def stable_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The stable patients' rows of `summarise` as a Markdown table with its heading."""
     lines = [
         "Stable patients (target: clinical alerts ≤ 0.143 per patient-day, one a week):",
         "",
@@ -408,7 +412,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| missed-reading alerts /pt-day |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in s["stable"]:
+    for r in rows:
         lines.append(
             f"| {r['group']} | {r['patients']} | {_fmt(r['patient_days'], 0)} "
             f"| {_fmt(r['readings'])} | {100 * r['poor_quality_share']:.1f}% "
@@ -418,8 +422,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(r['reminders_per_patient_day'])} "
             f"| {_fmt(r['missed_reading_alerts_per_patient_day'])} |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def deteriorating_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The deteriorating patients' rows of `summarise` as a Markdown table with its heading."""
+    lines = [
         "Deteriorating patients (target: every one detected with a red alert). Delays in hours: "
         "from the start of true desaturation (onset) and from the moment true SpO2 reached the "
         "red band, to the first red `spo2_low` alert; and from onset to the first alert of any "
@@ -430,7 +438,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| false alerts before onset |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in s["deteriorating"]:
+    for r in rows:
         lines.append(
             f"| {r['group']} | {r['patients']} | {r['detected']} "
             f"| {_fmt(r['onset_to_red_median_h'], 2)} | {_fmt(r['onset_to_red_worst_h'], 2)} "
@@ -438,8 +446,16 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(r['red_band_to_red_worst_h'], 2)} "
             f"| {_fmt(r['onset_to_first_alert_median_h'], 2)} | {r['alerts_before_onset']} |"
         )
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["summary"]
     sp = report["engine"]
-    lines += [
+    lines = [
+        *stable_table(s["stable"]),
+        "",
+        *deteriorating_table(s["deteriorating"]),
         "",
         "Engine cost, one core (`Engine.observe` only):",
         "",
@@ -510,7 +526,7 @@ def run(
             "continuous_share": continuous_share,
             "resolve_after_h": resolve_after_h,
         },
-        "summary": _summary(results),
+        "summary": summarise(results),
         "engine": {k: round(v) for k, v in speed.items()},
         "patients": [
             {**asdict(r), "alerts": dict(r.alerts)} for r in results if r.scenario != STABLE
