@@ -188,6 +188,9 @@ def end_snooze(snooze_id: int, user: Clinician, conn: Conn, clock: Now) -> Respo
 
 
 # --- checklist templates and escalation policies -----------------------------------------------
+# Installation-wide settings, the same for every care team: any clinician reads them, only an
+# administrator writes them (README, "Alerts, escalation and SMS"; per-team policies are an
+# open decision).
 
 
 class ChecklistItemIn(BaseModel):
@@ -213,7 +216,8 @@ def put_checklist(
     conn: Conn,
     clock: Now,
 ) -> dict[str, Any]:
-    """Set the checklist new alerts of `kind` start with (alerts already open keep theirs)."""
+    """Set the checklist new alerts of `kind` start with, for every care team (alerts already
+    open keep theirs)."""
     try:
         lifecycle.save_checklist_template(
             conn, kind, [i.model_dump() for i in body.items], clock.now(), user.id
@@ -239,8 +243,8 @@ def list_policies(user: Clinician, conn: Conn) -> list[dict[str, Any]]:
 def put_policy(
     severity: Literal["red", "amber"], body: PolicyIn, user: Admin, conn: Conn, clock: Now
 ) -> dict[str, Any]:
-    """Replace a severity's escalation policy (alerts already escalating follow it from their
-    next step)."""
+    """Replace a severity's escalation policy for every care team (alerts already escalating
+    follow it from their next step)."""
     try:
         escalation.save_policy(conn, severity, body.steps, clock.now(), user.id)
     except escalation.PolicyError as exc:

@@ -109,6 +109,12 @@ def _setup(url: str, devices: int, probes: int) -> list[str]:
             (NURSE_PHONE,),
         ).fetchone()
         assert nurse is not None
+        # The probes' team (the first one): an alert pages only its patient's team's rota.
+        conn.execute(
+            "INSERT INTO user_care_teams (user_id, care_team_id)"
+            " VALUES (%s, oximon_default_care_team())",
+            (nurse[0],),
+        )
         now = datetime.now(UTC)
         conn.execute(
             "INSERT INTO oncall_shifts (user_id, role, phone, starts_at, ends_at, created_at)"

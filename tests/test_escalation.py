@@ -16,6 +16,7 @@ from alerting.lifecycle import acknowledge, apply_decisions, snooze
 from alerting.rules import Decision
 from core.db import make_pool
 from core.settings import Settings
+from tests import alerting_support
 from tests.alerting_support import (
     DOCTOR,
     DOCTOR2,
@@ -32,8 +33,8 @@ from tests.alerting_support import (
     sms_to,
 )
 
-# The `twilio` and `pool` fixtures.
-pytest_plugins = ("tests.alerting_support",)
+# Fixtures shared with the other alerting tests.
+pool = alerting_support.pool
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from alerting.lifecycle import apply_decisions
 from core.clock import Clock
 from core.settings import Settings
 from devices.registry import register_device
+from tests import alerting_support
 from tests.alerting_support import (
     DOCTOR,
     NURSE,
@@ -36,8 +37,8 @@ from tests.conftest import Stack, login
 from tests.helpers import Device, wait_until
 from tests.twilio_fake import FakeTwilio
 
-# The `twilio` and `pool` fixtures.
-pytest_plugins = ("tests.alerting_support",)
+# Fixtures shared with the other alerting tests.
+twilio = alerting_support.twilio
 
 SPEED = 300.0  # ten platform minutes in two wall seconds
 

@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from alerting import messaging
 from alerting.lifecycle import apply_decisions
 from core.settings import Settings
+from tests import alerting_support
 from tests.alerting_support import (
     ACCOUNT_SID,
     NURSE,
@@ -28,8 +29,8 @@ from tests.alerting_support import (
 from tests.helpers import wait_until
 from tests.twilio_fake import FakeTwilio
 
-# The `twilio` and `pool` fixtures.
-pytest_plugins = ("tests.alerting_support",)
+# Fixtures shared with the other alerting tests.
+twilio = alerting_support.twilio
 
 INBOUND = "http://testserver/api/v1/sms/inbound"
 STATUS = "http://testserver/api/v1/sms/status"

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Page, expect
 from psycopg_pool import ConnectionPool
 
 from alerting import escalation
 from alerting.lifecycle import apply_decisions
 from core.settings import Settings
+from tests import alerting_support
 from tests.alerting_support import (
     DOCTOR,
     NURSE,
@@ -28,10 +31,12 @@ from tests.alerting_support import (
     twilio_settings,
 )
 from tests.conftest import Team, _hash, login
+from tests.test_dashboard_browser import log_in, open_dashboard
 from tests.twilio_fake import FakeTwilio
 
-# The `twilio` and `pool` fixtures.
-pytest_plugins = ("tests.alerting_support",)
+# Fixtures shared with the other alerting tests.
+pool = alerting_support.pool
+twilio = alerting_support.twilio
 
 INBOUND = "http://testserver/api/v1/sms/inbound"
 # The neighbouring municipality's staff.
@@ -315,3 +320,40 @@ def test_an_sms_ack_of_another_teams_alert_is_refused_like_an_unknown_alert(
         "SELECT status, acknowledged_by FROM alerts WHERE id = %s", (alert,)
     ).fetchone()
     assert (row["status"], row["acknowledged_by"]) == ("acknowledged", nabo["nurse"]["id"])
+
+
+# --- the dashboard's rota page --------------------------------------------------------------------
+
+
+def test_an_admin_of_two_teams_puts_a_nurse_on_the_other_teams_rota_from_the_dashboard(
+    db: psycopg.Connection,
+    api_server: str,
+    care_team: Team,
+    nabo: dict[str, Any],
+    browser_page: Page,
+) -> None:
+    page = browser_page
+    admin = care_team["admin"]
+    db.execute("INSERT INTO user_care_teams VALUES (%s, %s)", (admin["id"], nabo["team"]))
+    errors = open_dashboard(page, api_server)
+    log_in(page, str(admin["username"]), str(admin["password"]))
+    page.get_by_role("navigation").get_by_role("link", name="Rota and escalation").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("On-call rota")
+    page.get_by_label("Care team").select_option(label="Hjemmetjenesten Nabokommune")
+    page.get_by_label("Person").select_option(str(nabo["nurse"]["id"]))
+    page.get_by_label("Role").select_option("nurse")
+    oslo = datetime.now(ZoneInfo("Europe/Oslo"))  # the form takes the service's local time
+    page.get_by_label("Starts").fill((oslo - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_label("Ends").fill((oslo + timedelta(hours=7)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="Add shift").click()
+    shifts = page.get_by_role("table", name="Shifts (yesterday to two weeks ahead)")
+    expect(shifts).to_contain_text(NABO_NURSE)
+    row = db.execute("SELECT user_id, care_team_id FROM oncall_shifts").fetchone()
+    assert (row["user_id"], row["care_team_id"]) == (nabo["nurse"]["id"], nabo["team"])
+    # Each team's nurse on duty, under the team's name: the neighbour's is her, ours nobody.
+    page.reload()
+    duty = page.get_by_role("region", name="On duty now")
+    expect(duty.get_by_role("heading", name="Hjemmetjenesten Nabokommune")).to_be_visible()
+    expect(duty).to_contain_text(f"#{nabo['nurse']['id']} {NABO_NURSE}")
+    expect(duty.get_by_role("definition").first).to_have_text("nobody")
+    assert errors == []

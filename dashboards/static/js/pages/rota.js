@@ -4,18 +4,25 @@
 import { fmtDateTime, t } from "../i18n.js";
 import { api, h, say, table, td } from "../util.js";
 
-async function onDuty(box) {
-  const now = await api("/api/v1/rota/now");
+async function onDuty(ctx, box) {
+  // Each care team has its own rota: someone in several teams sees each team's.
+  const teams = ctx.me.care_teams || [];
+  const several = teams.length > 1;
   const who = (x) => (x ? `#${x.user_id} ${x.phone || ""}` : t("nobody"));
-  box.replaceChildren(h("dl", { className: "facts" },
-    h("dt", {}, t("nurse")), h("dd", {}, who(now.nurse)),
-    h("dt", {}, t("doctor")), h("dd", {}, who(now.doctor))));
+  const lists = await Promise.all((several ? teams : [null]).map(async (tm) => {
+    const now = await api(tm ? `/api/v1/rota/now?care_team_id=${tm.id}` : "/api/v1/rota/now");
+    return [several ? h("h3", {}, tm.name) : "", h("dl", { className: "facts" },
+      h("dt", {}, t("nurse")), h("dd", {}, who(now.nurse)),
+      h("dt", {}, t("doctor")), h("dd", {}, who(now.doctor)))];
+  }));
+  box.replaceChildren(...lists.flat().filter(Boolean));
 }
 
 async function shifts(ctx, box) {
   const rows = await api("/api/v1/rota/shifts");
   // Administrators pick a person by name (the user list is theirs to read).
   const users = ctx.isAdmin() ? await api("/api/v1/users?active=true&limit=1000").catch(() => null) : null;
+  const teams = ctx.me.care_teams || [];
   const msg = h("p", { role: "status", className: "msg" });
   const body = rows.map((s) => h("tr", {},
     td(`${s.full_name || s.username} (#${s.user_id})`), td(t(s.role)), td(s.phone), td(fmtDateTime(s.starts_at)), td(fmtDateTime(s.ends_at)), td(String(s.priority)),
@@ -32,10 +39,13 @@ async function shifts(ctx, box) {
         await api("/api/v1/rota/shifts", { method: "POST", body: {
           user_id: Number(d.get("shift_user")), starts_at: d.get("shift_start"), ends_at: d.get("shift_end"),
           role: d.get("shift_role") || null, phone: d.get("shift_phone") || null, priority: Number(d.get("shift_priority") || 1),
+          ...(d.get("shift_team") ? { care_team_id: Number(d.get("shift_team")) } : {}),
         } });
         shifts(ctx, box);
       } catch (err) { say(msg, err.message, true); }
     } },
+    teams.length > 1 ? h("div", {}, h("label", { for: "shift_team" }, t("care_team")), h("select", { id: "shift_team", name: "shift_team" },
+      teams.map((tm) => h("option", { value: tm.id }, tm.name)))) : null,
     users
       ? h("div", {}, h("label", { for: "shift_user" }, t("person")), h("select", { id: "shift_user", name: "shift_user", required: true },
         users.filter((u) => u.role !== "admin").map((u) => h("option", { value: u.id }, `${u.full_name || u.username} (${u.username}, ${t(u.role)})`))))
@@ -102,6 +112,6 @@ export async function render(ctx, root) {
     h("section", { className: "card", "aria-labelledby": "duty-title" }, h("h2", { id: "duty-title" }, t("now_on_duty")), duty),
     h("section", { className: "card", "aria-labelledby": "shifts-title" }, h("h2", { id: "shifts-title" }, t("shifts")), shiftBox),
     h("section", { className: "card", "aria-labelledby": "policies-title" }, h("h2", { id: "policies-title" }, t("policies")), policyBox));
-  await Promise.all([onDuty(duty), shifts(ctx, shiftBox), policies(ctx, policyBox)]);
+  await Promise.all([onDuty(ctx, duty), shifts(ctx, shiftBox), policies(ctx, policyBox)]);
   return null;
 }
