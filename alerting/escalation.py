@@ -2,8 +2,10 @@
 
 A policy per severity is a list of steps; each step names whom to notify ("nurse" on duty,
 on-call "doctor", "next" person in the rota) and how long to wait after the previous step.
-The last step may repeat until the alert is acknowledged. Defaults (issue 5, agreed with the
-home-care service):
+The last step may repeat until the alert is acknowledged. Everyone named comes from the rota of
+the care team of the alert's patient (`alerting.rota.recipients`), never another team's. The
+policies themselves are installation-wide, the same for every team. Defaults (issue 5, agreed
+with the home-care service):
 
 * red: at once the nurse on duty; after 10 minutes without acknowledgement the on-call doctor;
   then every 10 minutes both again and the next person in the rota, until someone takes it.
