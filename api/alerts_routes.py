@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from alerting import escalation, lifecycle, rota
 from alerting.lifecycle import AlertInputError, AlertNotFoundError, AlertStateError
+from api import audit
 from api.deps import Conn, Now, Zone
 from api.patients_routes import _team_for
 from api.scope import InScopeAlert, ScopedPatientId, not_found, patient_visible, teams_of
@@ -83,7 +84,16 @@ def alert_outcomes(user: Clinician) -> list[dict[str, str]]:
 @router.get("/api/v1/alerts/{alert_id}", tags=["alerts"], dependencies=[InScopeAlert])
 def alert_detail(alert_id: int, user: Clinician, conn: Conn, clock: Now) -> dict[str, Any]:
     """The alert with its history (who did what, when), checklist, escalation and messages."""
-    return _detail(conn, alert_id, clock)
+    found = _detail(conn, alert_id, clock)
+    audit.record(
+        conn,
+        user,
+        "alert.read",
+        patient_id=found["patient_id"],
+        object_kind="alert",
+        object_id=alert_id,
+    )
+    return found
 
 
 @router.post("/api/v1/alerts/{alert_id}/resolve", tags=["alerts"], dependencies=[InScopeAlert])

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alerting.lifecycle import AlertNotFoundError, AlertStateError, acknowledge
 from alerting.lifecycle import detail as alert_detail
-from api import queries
+from api import audit, queries
 from api.alerts_routes import router as alerts_router
 from api.audit import AuditChanges
 from api.audit import router as audit_router
@@ -143,9 +143,17 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """The outbox: every message sent or logged (the demo's SMS log)."""
-        return conn.execute(
+        rows = conn.execute(
             queries.NOTIFICATIONS, {"channel": channel, "limit": limit, "user_id": user.id}
         ).fetchall()
+        audit.record(
+            conn,
+            user,
+            "notifications.read",
+            channel=channel,
+            patients=sorted({r["patient_id"] for r in rows if r["patient_id"] is not None}),
+        )
+        return rows
 
     @app.get("/api/v1/dead-letters", tags=["operations"])
     def list_dead_letters(

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from alerting import profile, trend
+from api import audit
 from api.deps import Conn, Now
 from api.scope import PATIENT_ID_IN_SCOPE, ScopedPatientId
 from api.security import Clinician
@@ -109,6 +110,7 @@ def sparklines(
         out.setdefault(str(row["patient_id"]), []).append(
             [row["time"], round(row["spo2"], 1), round(row["pulse"], 1)]
         )
+    audit.record(conn, user, "sparklines.read", patients=sorted(int(k) for k in out))
     return {"since": params["since"], "hours": hours, "patients": out}
 
 
@@ -131,6 +133,7 @@ def patient_trend(
     """The personal baseline and recent SpO2 slope as the engine defines them (alerting.trend,
     alerting.profile), recomputed from stored readings for display. Null when there are too few
     readings yet (the baseline needs 48 h)."""
+    audit.record(conn, user, "trend.read", patient_id=patient_id)
     patient = conn.execute(
         "SELECT schedule, spo2_red_max_pct FROM patients WHERE id = %s", (patient_id,)
     ).fetchone()

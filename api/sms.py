@@ -28,6 +28,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from alerting import inbound, messaging
 from alerting.config import public_url
 from alerting.outbox import record_status
+from api import audit
 from api.deps import Conn
 from api.scope import PATIENT_ID_IN_SCOPE
 from api.security import Clinician
@@ -176,9 +177,16 @@ def list_inbound(
     user: Clinician, conn: Conn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:
     """Text messages received from patients and clinicians, newest first."""
-    return conn.execute(
+    rows = conn.execute(
         "SELECT id, received_at, patient_id, user_id, body, outcome, reply, detail"
         f" FROM sms_inbound WHERE patient_id IN ({PATIENT_ID_IN_SCOPE}) OR user_id = %(user_id)s"
         " ORDER BY received_at DESC, id DESC LIMIT %(limit)s",
         {"limit": limit, "user_id": user.id},
     ).fetchall()
+    audit.record(
+        conn,
+        user,
+        "sms_inbound.read",
+        patients=sorted({r["patient_id"] for r in rows if r["patient_id"] is not None}),
+    )
+    return rows

@@ -143,3 +143,30 @@ def test_alert_and_device_actions_are_audited_with_their_patient(
         "api.resolve_alert",
         "api.add_device",
     ]
+
+
+def test_reading_an_alert_the_sms_log_and_a_patients_trend_is_audited(
+    client: TestClient,
+    nurse: dict[str, str],
+    patient: int,
+    care_team: Team,
+    db: psycopg.Connection,
+) -> None:
+    alert = open_alert(db, patient, "spo2_low", "red", 90)
+    assert client.get(f"/api/v1/alerts/{alert}", headers=nurse).status_code == 200
+    assert client.get("/api/v1/notifications?channel=sms", headers=nurse).status_code == 200
+    assert client.get("/api/v1/sms/inbound", headers=nurse).status_code == 200
+    trend = client.get(f"/api/v1/dashboard/patients/{patient}/trend", headers=nurse)
+    assert trend.status_code == 200
+    rows = db.execute(
+        "SELECT user_id, action, object_kind, patient_id FROM audit_log"
+        " WHERE action IN ('alert.read', 'notifications.read', 'sms_inbound.read', 'trend.read')"
+        " ORDER BY id"
+    ).fetchall()
+    nurse_id = care_team["nurse"]["id"]
+    assert [(r["user_id"], r["action"], r["patient_id"]) for r in rows] == [
+        (nurse_id, "alert.read", patient),
+        (nurse_id, "notifications.read", None),
+        (nurse_id, "sms_inbound.read", None),
+        (nurse_id, "trend.read", patient),
+    ]
