@@ -15,7 +15,7 @@ from psycopg.rows import DictRow
 from pydantic import BaseModel, Field
 
 from api.deps import Conn
-from api.scope import PATIENT_ID_IN_SCOPE, InScopeDevice, patient_visible
+from api.scope import DEVICE_PATIENT, PATIENT_ID_IN_SCOPE, InScopeDevice, patient_visible
 from api.security import Admin, Clinician
 from devices import health
 from devices.broker import BrokerError
@@ -167,10 +167,15 @@ def list_devices(
         sort=sort,
     )
     mine = {r["id"] for r in conn.execute(PATIENT_ID_IN_SCOPE, {"user_id": user.id})}
+    owner = {
+        r["id"]: r["patient_id"]
+        for r in conn.execute(f"SELECT d.id, {DEVICE_PATIENT} AS patient_id FROM devices d")
+    }
     return [
         r
         for r in rows
-        if r["patient_id"] in mine or (r["patient_id"] is None and user.role == "admin")
+        if owner.get(r["device_id"]) in mine
+        or (owner.get(r["device_id"]) is None and user.role == "admin")
     ]
 
 

@@ -331,12 +331,22 @@ def summary(conn: Any, params: dict[str, Any], now: datetime, zone: str) -> dict
 # --- CSV --------------------------------------------------------------------------------------
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a name like "=HYPERLINK(…)" (or starting with
+    +, -, @, a tab or a carriage return) would otherwise run as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _csv(rows: list[dict[str, Any]], columns: list[str], filename: str) -> Response:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
     return Response(
         buf.getvalue(),
         media_type="text/csv; charset=utf-8",

@@ -53,19 +53,25 @@ def alert_visible(conn: Any, user: CurrentUser, alert_id: int) -> bool:
     return row is not None
 
 
+# The patient a device belongs with: the one wearing it, else the last one who wore it (a device
+# back on the shelf after a discharge stays with that patient's team).
+DEVICE_PATIENT = """coalesce(d.patient_id, (
+    SELECT a.patient_id FROM device_assignments a WHERE a.device_id = d.id
+    ORDER BY a.assigned_at DESC, a.id DESC LIMIT 1))"""
+
+
 def device_visible(conn: Any, user: CurrentUser, device_id: str) -> bool:
-    """A device is in scope while worn by (or last given to) a patient of the user's teams; a
-    device on the shelf (never given to anyone) is in scope for administrators."""
+    """A device is in scope while worn by, or last given to, a patient of the user's teams; a
+    device never given to anyone (new on the shelf) is in scope for administrators."""
     row = conn.execute(
-        f"SELECT d.patient_id, ({PATIENT_IN_SCOPE}) AS mine FROM devices d"
-        " LEFT JOIN patients p ON p.id = d.patient_id WHERE d.id = %(id)s",
-        {"id": device_id, "user_id": user.id},
+        f"SELECT {DEVICE_PATIENT} AS patient_id FROM devices d WHERE d.id = %(id)s",
+        {"id": device_id},
     ).fetchone()
     if row is None:
         return False
     if row["patient_id"] is None:
         return user.role == "admin"
-    return bool(row["mine"])
+    return patient_visible(conn, user, row["patient_id"])
 
 
 def _patient_guard(patient_id: int, user: Clinician, conn: Conn) -> int:

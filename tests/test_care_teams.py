@@ -135,3 +135,24 @@ def test_an_admin_cannot_give_a_device_to_another_teams_patient(
 def test_me_names_the_users_care_teams(client: TestClient, other_team: dict[str, Any]) -> None:
     me = client.get("/api/v1/me", headers=login(client, other_team["nurse"])).json()
     assert [t["name"] for t in me["care_teams"]] == ["Hjemmetjenesten Nabokommune"]
+
+
+def test_a_device_back_on_the_shelf_stays_with_its_last_patients_team(
+    client: TestClient, db: psycopg.Connection, care_team: Team, other_team: dict[str, Any]
+) -> None:
+    """After a discharge the oximeter goes back on the shelf; its history (who wore it) is the
+    other team's, so our administrator neither lists nor opens it, while theirs does."""
+    db.execute(
+        "INSERT INTO device_assignments (device_id, patient_id, assigned_at, unassigned_at,"
+        " end_reason) VALUES ('oxi-nabo', %s, now() - interval '2 days', now(), 'unassigned')",
+        (other_team["patient"],),
+    )
+    db.execute("UPDATE devices SET patient_id = NULL WHERE id = 'oxi-nabo'")
+    ours = login(client, care_team["admin"])
+    assert client.get("/api/v1/devices/oxi-nabo", headers=ours).status_code == 404
+    listed = client.get("/api/v1/devices", params={"status": "all"}, headers=ours).json()
+    assert "oxi-nabo" not in [d["device_id"] for d in listed]
+    theirs = login(client, other_team["admin"])
+    assert client.get("/api/v1/devices/oxi-nabo", headers=theirs).status_code == 200
+    listed = client.get("/api/v1/devices", params={"status": "all"}, headers=theirs).json()
+    assert "oxi-nabo" in [d["device_id"] for d in listed]

@@ -130,10 +130,10 @@ def test_another_team_reports_only_its_own(
     assert [(a["kind"], a["opened"]) for a in body["alerts"]] == [("spo2_low", 1)]
     assert [r["patient_id"] for r in body["adherence"]] == [neighbour["patient"]]
     work = {w["username"]: w for w in body["workload"]}
-    # Their members; our nurse's work on our patients is not theirs. (Our on-call doctor was
-    # paged about their patient's alert, so appears with that page and nothing else.)
-    assert "nurse" not in work and {"nabo-nurse", "nabo-admin"} <= set(work)
-    assert (work["doctor"]["acknowledged"], work["doctor"]["resolved"]) == (0, 0)
+    # Their members only: our nurse's and doctor's work on our patients is not theirs (and our
+    # on-call doctor is not paged about their patients: paging follows the patient's team).
+    assert "nurse" not in work and "doctor" not in work
+    assert {"nabo-nurse", "nabo-admin"} <= set(work)
 
 
 def test_summary_as_csv_is_one_tidy_table_to_download(
@@ -214,3 +214,16 @@ def test_bad_report_parameters_are_422_naming_the_field(
         assert detail.startswith(f"{field}:")
     else:
         assert field in detail[0]["loc"]
+
+
+def test_a_name_that_looks_like_a_formula_stays_text_in_the_csv(
+    client: TestClient, nurse: dict[str, str], month: dict[str, Any], db: psycopg.Connection
+) -> None:
+    db.execute(
+        "UPDATE patients SET display_name = '=HYPERLINK(\"http://x\")' WHERE id = %s",
+        (month["patient"],),
+    )
+    res = client.get("/api/v1/reports/adherence", params={**PERIOD, "format": "csv"}, headers=nurse)
+    names = [r["display_name"] for r in csv.DictReader(io.StringIO(res.text))]
+    assert '\'=HYPERLINK("http://x")' in names
+    assert not any(n.startswith("=") for n in names)
