@@ -69,6 +69,14 @@ WHERE patient_id = ANY(%(ids)s) AND time >= %(since)s AND time <= %(until)s
 GROUP BY patient_id
 """
 
+# Alerts a previous run left unresolved: this run's readings only update them (no new event),
+# so they hide what this run would have opened.
+_OPEN_AT_START = """
+SELECT count(*) AS n FROM alerts
+WHERE patient_id = ANY(%(ids)s) AND opened_at < %(since)s
+  AND (resolved_at IS NULL OR resolved_at > %(since)s)
+"""
+
 _REMINDERS = """
 SELECT patient_id, count(*) AS n FROM missed_reading_actions
 WHERE patient_id = ANY(%(ids)s) AND action = 'remind_patient'
@@ -134,6 +142,8 @@ def score(database_url: str, truth: dict[str, Any]) -> dict[str, Any]:
         events = conn.execute(_EVENTS, params).fetchall()
         readings = {r["patient_id"]: r for r in conn.execute(_READINGS, params).fetchall()}
         reminders = {r["patient_id"]: r["n"] for r in conn.execute(_REMINDERS, params)}
+        open_row = conn.execute(_OPEN_AT_START, params).fetchone()
+        open_at_start = int(open_row["n"]) if open_row else 0
     days = max(0.0, (until - since).total_seconds()) / DAY_S
     results: list[PatientResult] = []
     extra: dict[int, dict[str, Any]] = {}
@@ -196,6 +206,7 @@ def score(database_url: str, truth: dict[str, Any]) -> dict[str, Any]:
             "ended_from": until_source,
             "clock_speed": run.get("clock_speed"),
             "platform_days": round(days, 4),
+            "alerts_open_at_start": open_at_start,
             "scenario": run.get("scenario"),
         },
         "summary": summarise(results),
@@ -223,6 +234,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"Live run scored against its ground truth: {p['started_at']} to {p['ended_at']} "
         f"on the platform clock ({hours:.2f} platform hours, clock speed {p['clock_speed']}).",
         "",
+    ]
+    if p["alerts_open_at_start"]:
+        lines += [
+            f"Warning: {p['alerts_open_at_start']} alert(s) of these patients were already open "
+            "when the run started (an earlier run's, never resolved): this run's readings only "
+            "update them, so what it would have opened is not counted. Score a fresh database, "
+            "or resolve them first.",
+            "",
+        ]
+    lines += [
         *stable_table(report["summary"]["stable"]),
         "",
         *deteriorating_table(report["summary"]["deteriorating"]),

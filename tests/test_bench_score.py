@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -136,6 +136,19 @@ def test_a_live_run_is_scored_against_its_ground_truth(
         device / (4 * days), rel=0.01
     )
     assert report["alerts_by_kind"]["stable"]["device_offline/amber"] == 1
+    assert report["params"]["alerts_open_at_start"] == 0
+
+    # A run that starts with the red alert still open (as if it were a second run on the same
+    # patients, nobody having resolved it) is scored with a warning: its readings only update it.
+    after = datetime.fromisoformat(patient["first_red_opened_at"]) + timedelta(seconds=1)
+    later = {**document, "run": {**document["run"], "started_at": after.isoformat()}}
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps(later))
+    result = CliRunner().invoke(
+        app, ["score", str(again), "--database-url", settings.database_url, "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "were already open when the run started" in result.output
 
 
 def test_a_truth_file_without_the_run_is_refused_naming_why(tmp_path: Path) -> None:
