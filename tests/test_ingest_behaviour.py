@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
+from core.clock import Clock
 from core.settings import Settings
 from devices.registry import DeviceCredentials, register_device
 from oximon.localstack import free_port
@@ -203,3 +205,43 @@ def test_two_workers_on_a_shared_subscription_split_the_load_and_store_each_read
     assert sum(shares) == 200 and min(shares) > 0, shares
     assert "store_failed" not in one.log() + two.log()
     device.close()
+
+
+def test_on_an_accelerated_clock_last_seen_keeps_up_with_platform_time(
+    stack: Stack,
+    db: psycopg.Connection,
+    service_factory,
+    creds: DeviceCredentials,
+) -> None:
+    """At 600x, ten wall seconds are 100 platform minutes: "last seen" must still follow the
+    readings to the platform minute, or the 30-minute silence rule calls a live oximeter
+    offline."""
+    origin = datetime.now(UTC)
+    clock = Clock(origin, 600.0)
+    service_factory(
+        "ingest", ready='"event": "mqtt_subscribed"', clock_origin=origin, clock_speed=600.0
+    )
+    device = Device(stack.broker.port, creds.username, creds.password)
+    try:
+        for _ in range(4):
+            at = clock.now()
+            device.publish(creds.device_id, {"ts": at.isoformat(), "spo2": 97, "pulse": 70})
+            latest = at
+            time.sleep(0.5)  # five platform minutes
+        seen = wait_until(
+            lambda: (
+                (
+                    r := db.execute(
+                        "SELECT last_seen_at FROM devices WHERE id = %s", (creds.device_id,)
+                    ).fetchone()
+                )
+                and r["last_seen_at"]
+                and r["last_seen_at"] >= latest - timedelta(minutes=1)
+                and r["last_seen_at"]
+            ),
+            15,
+            "last seen to follow the newest reading",
+        )
+        assert seen <= latest + timedelta(minutes=1)
+    finally:
+        device.close()
