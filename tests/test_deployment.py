@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 import yaml
 
@@ -61,6 +62,14 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
     return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def _with_real_secret(settings: Any) -> Any:
+    """The settings as an operator fills them in: .env.example's `change-me` is a placeholder
+    the API refuses to start with, so these route checks use a long secret."""
+    from pydantic import SecretStr
+
+    return settings.model_copy(update={"jwt_secret": SecretStr("deployment-test-" + "0" * 40)})
 
 
 def _command(service: dict[str, Any]) -> list[str]:
@@ -318,7 +327,9 @@ def test_api_healthcheck_probes_healthz_on_the_published_port() -> None:
         (n, s) for n, s in _oximon_services().items() if _command(s)[0] == "api"
     ]
     _, settings = _service_settings(service)
-    routes = {getattr(route, "path", None) for route in create_app(settings).routes}
+    routes = {
+        getattr(route, "path", None) for route in create_app(_with_real_secret(settings)).routes
+    }
     assert "/healthz" in routes
     probe = " ".join(_strings(service["healthcheck"]["test"]))
     assert f"127.0.0.1:{settings.api_port}/healthz" in probe, probe
@@ -454,7 +465,9 @@ def test_prometheus_scrapes_every_oximon_service_where_it_serves_metrics() -> No
     oximon_targets = {t for t in scraped if not t.startswith(("127.0.0.1", "localhost"))}
     assert oximon_targets == set(endpoints), "a scrape target is not a compose service"
     _, api_settings = _service_settings(_oximon_services()["api"])
-    routes = {getattr(route, "path", None) for route in create_app(api_settings).routes}
+    routes = {
+        getattr(route, "path", None) for route in create_app(_with_real_secret(api_settings)).routes
+    }
     assert "/metrics" in routes
 
 
@@ -660,3 +673,14 @@ def test_no_service_is_made_to_run_as_root() -> None:
         user = str(service.get("user", "")).split(":")[0]
         assert user not in ("root", "0"), f"{name} runs as root"
         assert not service.get("privileged"), f"{name} is privileged"
+
+
+def test_the_api_refuses_env_examples_placeholder_secret() -> None:
+    """Copying .env.example without replacing `change-me` must not start an API whose tokens
+    anybody could sign."""
+    from api.app import create_app
+
+    [service] = [s for s in _oximon_services().values() if _command(s)[0] == "api"]
+    _, settings = _service_settings(service)
+    with pytest.raises(RuntimeError, match="OXIMON_JWT_SECRET"):
+        create_app(settings)
