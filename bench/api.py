@@ -36,7 +36,7 @@ import httpx
 import psycopg
 
 from api.security import hash_password
-from bench.stack import SERVICE_PASSWORD, SERVICE_USER
+from bench.stack import SERVICE_PASSWORD, SERVICE_USER, run_locust
 from oximon.localstack import LocalPostgres, free_port, start_private_stack
 
 NURSE_PASSWORD = "bench-nurse-password"  # noqa: S105 - a private bench database
@@ -348,34 +348,16 @@ def run(
                 BENCH_LOGIN_FILE=str(out / "logins.json"),
             )
             print(f"locust: {users} nurses for {duration_s} s against {base} …", flush=True)
-            subprocess.run(  # noqa: S603
-                [
-                    sys.executable,
-                    "-m",
-                    "locust",
-                    "-f",
-                    str(Path(__file__).with_name("locust_api.py")),
-                    "--headless",
-                    "--host",
-                    base,
-                    "-u",
-                    str(users),
-                    "-r",
-                    str(spawn_rate),
-                    "-t",
-                    f"{duration_s}s",
-                    "--csv",
-                    str(out / "locust"),
-                    "--html",
-                    str(out / "locust.html"),
-                    "--only-summary",
-                    "--reset-stats",
-                    "--loglevel",
-                    "WARNING",
-                ],  # fmt: skip
-                env=locust_env,
-                check=False,
-                timeout=duration_s + 180,
+            run_locust(
+                Path(__file__).with_name("locust_api.py"),
+                base,
+                users,
+                spawn_rate,
+                f"{duration_s}s",
+                out,
+                locust_env,
+                "--reset-stats",
+                timeout_s=duration_s + 180,
             )
         finally:
             api.terminate()

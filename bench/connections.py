@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from oximon.localstack import dynsec_plugin, free_port, wait_for_port
+from oximon.localstack import dynsec_plugin, free_port, init_dynsec, wait_for_port
 from simulator.population import sample_population, stream_window
 from simulator.rawmqtt import _string, _varint, publish_packet
 
@@ -103,18 +103,7 @@ class Broker:
         ]
         if provision == "dynsec":
             dynsec = self.root / "dynamic-security.json"
-            subprocess.run(  # noqa: S603
-                [
-                    shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl",
-                    "dynsec",
-                    "init",
-                    str(dynsec),
-                    self.admin_user,
-                    self.admin_password,
-                ],
-                check=True,
-                capture_output=True,
-            )
+            init_dynsec(dynsec, self.admin_user, self.admin_password)
             lines += [f"plugin {dynsec_plugin()}", f"plugin_opt_config_file {dynsec}"]
         else:
             lines += [

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from api.security import hash_password
-from bench.stack import bench_stack
+from bench.stack import bench_stack, run_locust
 from devices.broker import BrokerAdmin
 from devices.registry import register_device
 from oximon.localstack import free_port
@@ -129,34 +128,16 @@ def run(
                 + f" for {duration_s:g} s …",
                 flush=True,
             )
-            subprocess.run(  # noqa: S603
-                [
-                    sys.executable,
-                    "-m",
-                    "locust",
-                    "-f",
-                    str(Path(__file__).with_name("locustfile.py")),
-                    "--headless",
-                    "--host",
-                    base,
-                    "-u",
-                    str(users),
-                    "-r",
-                    str(max(10, users // 10)),
-                    "-t",
-                    f"{duration_s:g}s",
-                    "--csv",
-                    str(out / "locust"),
-                    "--csv-full-history",
-                    "--html",
-                    str(out / "locust.html"),
-                    "--only-summary",
-                    "--loglevel",
-                    "WARNING",
-                ],  # fmt: skip
-                env=env,
-                check=False,
-                timeout=duration_s + 300,
+            run_locust(
+                Path(__file__).with_name("locustfile.py"),
+                base,
+                users,
+                max(10, users // 10),
+                f"{duration_s:g}s",
+                out,
+                env,
+                "--csv-full-history",
+                timeout_s=duration_s + 300,
                 cwd=Path(__file__).parent.parent,
             )
             time.sleep(3)  # the last batches committed

@@ -98,3 +98,48 @@ def create_fleet(database_url: str, devices: int) -> list[str]:
             (devices,),
         )
     return ids
+
+
+def run_locust(
+    locustfile: Path,
+    host: str,
+    users: int,
+    spawn_rate: float,
+    duration: str,
+    out: Path,
+    env: dict[str, str],
+    *extra: str,
+    timeout_s: float,
+    cwd: Path | None = None,
+) -> None:
+    """Locust headless against `host`, its CSV and HTML reports under `out`."""
+    subprocess.run(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(locustfile),
+            "--headless",
+            "--host",
+            host,
+            "-u",
+            str(users),
+            "-r",
+            str(spawn_rate),
+            "-t",
+            duration,
+            "--csv",
+            str(out / "locust"),
+            *extra,
+            "--html",
+            str(out / "locust.html"),
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+        ],  # fmt: skip
+        env=env,
+        check=False,
+        timeout=timeout_s,
+        cwd=cwd,
+    )

@@ -303,18 +303,7 @@ class LocalMosquitto:
         self.admin_password = state.get("admin_password") or secrets.token_urlsafe(18)
         dynsec = self.root / "dynamic-security.json"
         if not dynsec.exists():
-            subprocess.run(  # noqa: S603
-                [
-                    shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl",
-                    "dynsec",
-                    "init",
-                    str(dynsec),
-                    self.admin_user,
-                    self.admin_password,
-                ],
-                check=True,
-                capture_output=True,
-            )
+            init_dynsec(dynsec, self.admin_user, self.admin_password)
             (self.root / "state.json").write_text(
                 json.dumps({"admin_password": self.admin_password})
             )
@@ -406,3 +395,19 @@ def start_private_stack(
         postgres.stop(mode="immediate")
         raise
     return postgres, broker
+
+
+def init_dynsec(path: Path, admin_user: str, admin_password: str) -> None:
+    """A new dynamic-security configuration with one administrator (mosquitto_ctrl)."""
+    subprocess.run(  # noqa: S603
+        [
+            shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl",
+            "dynsec",
+            "init",
+            str(path),
+            admin_user,
+            admin_password,
+        ],
+        check=True,
+        capture_output=True,
+    )
